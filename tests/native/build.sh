@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds the Apache-2.0 programs the end-to-end tests run (the Collector from our manifest, the
+# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../../.env.
+# Each lands in .cache/native/<name>-<key>/ and is reused while its key (version, plus the
+# manifest's hash for Collectors) is unchanged. Prints nothing but progress; exits non-zero
+# with a readable message on any failure.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${NATIVE_CACHE:-$root/.cache/native}
+mkdir -p "$cache"
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "error: Go is needed to build the test binaries (Collector, Jaeger, Prometheus)." >&2
+  echo "       Install Go 1.26 or newer (https://go.dev/doc/install, or your package manager) and retry." >&2
+  exit 1
+fi
+
+# Read KEY=VALUE from .env without executing it.
+env_value() {
+  local v
+  v=$(sed -n "s/^$1=//p" "$root/.env" | tail -n 1)
+  [ -n "$v" ] || { echo "error: $1 is missing from .env" >&2; exit 1; }
+  printf '%s' "$v"
+}
+
+otelcol_version=$(env_value OTELCOL_VERSION)
+jaeger_version=$(env_value JAEGER_VERSION)
+prometheus_version=$(env_value PROMETHEUS_VERSION)
+
+# Jaeger v2.N.P is tagged as Go module v1.(N+63).P; Prometheus 3.M.P as v0.3MM.P.
+IFS=. read -r _ j_minor j_patch <<<"$jaeger_version"
+jaeger_module_version="v1.$((j_minor + 63)).$j_patch"
+IFS=. read -r _ p_minor p_patch <<<"$prometheus_version"
+prometheus_module_version=$(printf 'v0.3%02d.%s' "$p_minor" "$p_patch")
+
+# Download a module's source and print its (read-only) directory in the module cache.
+module_dir() {
+  local dir
+  dir=$(cd "$cache" && go mod download -json "$1@$2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -d "$dir" ] || { echo "error: could not download $1@$2 from the Go module proxy" >&2; exit 1; }
+  printf '%s' "$dir"
+}
+
+# build_once NAME KEY COMMAND...: runs COMMAND with $out pointing at a fresh directory, then
+# publishes it as $cache/NAME-KEY, so an interrupted build never looks like a finished one.
+build_once() {
+  local name=$1 key=$2; shift 2
+  local final="$cache/$name-$key"
+  if [ -d "$final" ]; then echo "cached: $final"; return; fi
+  echo "building $name ($key): this takes minutes on a cold cache"
+  out=$(mktemp -d "$cache/.tmp-$name-XXXX")
+  "$@"
+  mv "$out" "$final"
+  echo "built: $final"
+}
+
+build_collector() {  # MANIFEST
+  local builder_bin="$cache/builder-$otelcol_version"
+  if [ ! -x "$builder_bin/builder" ]; then
+    GOBIN="$builder_bin" go install "go.opentelemetry.io/collector/cmd/builder@v$otelcol_version"
+  fi
+  local work; work=$(mktemp -d); mkdir -p "$work/build"
+  (cd "$work" && "$builder_bin/builder" --config="$1" >"$out/builder.log" 2>&1) ||
+    { tail -n 40 "$out/builder.log" >&2; echo "error: the Collector build failed ($1)" >&2; exit 1; }
+  mv "$work"/build/*/otelcol-* "$out/otelcol"
+  rm -rf "$work"
+}
+
+build_jaeger() {
+  local src; src=$(module_dir github.com/jaegertracing/jaeger "$jaeger_module_version")
+  (cd "$src" && go build -trimpath -o "$out/jaeger" ./cmd/jaeger)
+}
+
+build_prometheus() {
+  local src; src=$(module_dir github.com/prometheus/prometheus "$prometheus_module_version")
+  # remove_all_sd: the tests only use static targets; it cuts the build by half.
+  (cd "$src" && go build -trimpath -tags remove_all_sd -o "$out/prometheus" ./cmd/prometheus &&
+    go build -trimpath -o "$out/promtool" ./cmd/promtool)
+}
+
+manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
+
+collector_manifest="$root/collector/manifest.yaml"
+standin_manifest="$root/tests/native/loki-standin-manifest.yaml"
+build_once otelcol "$(manifest_key "$collector_manifest")" build_collector "$collector_manifest"
+build_once loki-standin "$(manifest_key "$standin_manifest")" build_collector "$standin_manifest"
+build_once jaeger "$jaeger_version" build_jaeger
+build_once prometheus "$prometheus_version" build_prometheus
