@@ -74,16 +74,27 @@ build_jaeger() {
 
 build_prometheus() {
   local src; src=$(module_dir github.com/prometheus/prometheus "$prometheus_module_version")
+  # GOWORK=off: the module zip ships a go.work naming folders it lacks.
   # remove_all_sd: the tests only use static targets; it cuts the build by half.
-  (cd "$src" && go build -trimpath -tags remove_all_sd -o "$out/prometheus" ./cmd/prometheus &&
-    go build -trimpath -o "$out/promtool" ./cmd/promtool)
+  local flags=(-trimpath -tags remove_all_sd -ldflags "-X github.com/prometheus/common/version.Version=$prometheus_version")
+  (cd "$src" && export GOWORK=off && go build "${flags[@]}" -o "$out/prometheus" ./cmd/prometheus &&
+    go build "${flags[@]}" -o "$out/promtool" ./cmd/promtool)
 }
 
 manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
 
-collector_manifest="$root/collector/manifest.yaml"
-standin_manifest="$root/tests/native/loki-standin-manifest.yaml"
-build_once otelcol "$(manifest_key "$collector_manifest")" build_collector "$collector_manifest"
-build_once loki-standin "$(manifest_key "$standin_manifest")" build_collector "$standin_manifest"
+collector_key=$(manifest_key "$root/collector/manifest.yaml")
+standin_key=$(manifest_key "$root/tests/native/loki-standin-manifest.yaml")
+build_once otelcol "$collector_key" build_collector "$root/collector/manifest.yaml"
+build_once loki-standin "$standin_key" build_collector "$root/tests/native/loki-standin-manifest.yaml"
 build_once jaeger "$jaeger_version" build_jaeger
 build_once prometheus "$prometheus_version" build_prometheus
+
+# The test harness reads the binaries' paths from here rather than re-deriving the keys.
+cat >"$cache/binaries.env" <<PATHS
+OTELCOL=$cache/otelcol-$collector_key/otelcol
+LOKI_STANDIN=$cache/loki-standin-$standin_key/otelcol
+JAEGER=$cache/jaeger-$jaeger_version/jaeger
+PROMETHEUS=$cache/prometheus-$prometheus_version/prometheus
+PROMTOOL=$cache/prometheus-$prometheus_version/promtool
+PATHS
