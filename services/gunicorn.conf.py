@@ -1,0 +1,68 @@
+"""gunicorn settings, read by the master before it forks the workers.
+
+Launch (from services/, the Dockerfile's CMD):
+    opentelemetry-instrument gunicorn -k uvicorn_worker.UvicornWorker -c gunicorn.conf.py app.main:app
+"""
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from app.logging_config import logging_config
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+
+# One worker per container by default: prometheus-client keeps its exemplars only in
+# single-process mode, so scale with replicas. WEB_CONCURRENCY > 1 switches to
+# prometheus-client's multiprocess mode (below): counts stay right, exemplars go.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+
+# Under `docker stop` (SIGTERM): in-flight requests finish (/random_sleep takes up to 5 s),
+# then the lifespan shutdown flushes telemetry. Give the container's stop grace period more.
+graceful_timeout = 25
+timeout = 30
+keepalive = 5
+
+# Request lines stay off (accesslog None): spans and metrics carry them.
+accesslog = None
+logconfig_dict = logging_config(os.environ.get("LOG_LEVEL", "INFO").strip().upper())
+
+# gunicorn >= 25.1 opens a control socket under $HOME by default; nothing here uses it.
+control_socket_disable = True
+# The worker heartbeat file: on tmpfs where there is one (containers), not on overlayfs.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 (gunicorn's advice)
+
+if workers > 1:
+    # Set before any worker imports prometheus-client (fresh per start: stale files skew counts).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-multiproc-")
+
+
+def post_worker_init(worker: Any) -> None:
+    # The uvicorn worker points uvicorn's loggers at gunicorn's handlers with propagate=False;
+    # send them to the root logger instead, where the stdout and OTel LoggingHandler sit.
+    import logging
+
+    for name in ("uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers = []
+        uvicorn_logger.propagate = True
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        # Drop the dead worker's live gauges (fastapi_requests_in_progress).
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    # The master's own telemetry (gunicorn's lines): the SDK's atexit shutdown waits up to
+    # 30 s per provider when the Collector is down; a bounded shutdown first makes it a no-op.
+    from app.telemetry import flush_telemetry
+
+    flush_telemetry(5.0, shutdown=True)
+    multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc_dir and workers > 1:
+        shutil.rmtree(multiproc_dir, ignore_errors=True)

@@ -1,0 +1,50 @@
+"""Session fixtures: the native stack (real Collector, Jaeger, Prometheus, the three apps
+launched as their containers run them) and one bounded round of traffic through it."""
+
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+from harness.clients import JaegerAPI, PrometheusAPI
+from harness.stack import Stack, start_stack
+from harness.traffic import Traffic, drive
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds fixtures, so every process is stopped
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, _terminate)  # CI time-outs and `timeout` send SIGTERM
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def traffic(stack: Stack) -> Traffic:
+    return drive({name: app.url for name, app in stack.apps.items()})
+
+
+@pytest.fixture(scope="session")
+def jaeger(stack: Stack) -> JaegerAPI:
+    return JaegerAPI(stack.jaeger.api_url)
+
+
+@pytest.fixture(scope="session")
+def tempo(stack: Stack) -> JaegerAPI:
+    """The Tempo stand-in's API (a second Jaeger)."""
+    return JaegerAPI(stack.tempo.api_url)
+
+
+@pytest.fixture(scope="session")
+def prometheus(stack: Stack) -> PrometheusAPI:
+    return PrometheusAPI(stack.prometheus.url)

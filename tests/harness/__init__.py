@@ -1,0 +1,1 @@
+"""Native test harness: runs the stack's real programs with the repo's own config files."""

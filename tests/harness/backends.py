@@ -1,0 +1,238 @@
+"""The pipeline's real programs, started natively with the repo's config files.
+
+Each takes its command-line flags from docker-compose.yaml (container paths of bind mounts
+mapped back to the repo) and only its addresses, data folders and, for Prometheus, scrape
+targets changed, so every process runs on its own loopback ports.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from . import compose
+from .paths import REPO, binaries
+from .processes import Process, free_port, start, wait_until
+
+LOOPBACK = "127.0.0.1"
+
+
+def compose_argv(spec: dict[str, Any], service: str, overrides: Mapping[str, str] = {}) -> list[str]:
+    """The service's compose `command`, with bind-mounted container paths mapped to the repo and
+    each `--flag=value` in `overrides` replaced (or appended)."""
+    mounts: dict[str, Path] = {}
+    for volume in spec["services"][service].get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        if source.startswith("."):
+            mounts[rest.split(":")[0]] = (REPO / source).resolve()
+    argv: list[str] = []
+    for arg in compose.service_command(spec, service):
+        flag, sep, value = arg.partition("=")
+        if sep and flag in overrides:
+            continue
+        argv.append(f"{flag}={mounts.get(value, value)}" if sep else str(mounts.get(arg, arg)))
+    return argv + [f"{flag}={value}" for flag, value in overrides.items()]
+
+
+def _healthy(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code == 200
+
+
+@dataclass
+class Collector:
+    process: Process
+    grpc_port: int
+    http_port: int
+    health_port: int
+    metrics_port: int
+    queue_dir: Path
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def otlp_grpc_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.grpc_port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.health_port}/"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.metrics_port}/metrics"
+
+
+def start_collector(
+    spec: dict[str, Any],
+    workdir: Path,
+    *,
+    tempo_otlp: str,
+    jaeger_otlp: str,
+    loki_url: str,
+    prometheus_otlp_url: str,
+    name: str = "collector",
+    queue_dir: Path | None = None,
+    ports: tuple[int, int, int, int] | None = None,
+) -> Collector:
+    """collector/config.yaml on the real Collector; only its env-var addresses differ from compose.
+    Pass `queue_dir` and `ports` of an earlier instance to restart it in place."""
+    grpc, http, health, metrics = ports or (free_port(), free_port(), free_port(), free_port())
+    queue = queue_dir or workdir / f"{name}-queue"
+    env = {
+        "COLLECTOR_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{grpc}",
+        "COLLECTOR_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{http}",
+        "COLLECTOR_HEALTH_ENDPOINT": f"{LOOPBACK}:{health}",
+        "COLLECTOR_METRICS_HOST": LOOPBACK,
+        "COLLECTOR_METRICS_PORT": str(metrics),
+        "COLLECTOR_ZPAGES_ENDPOINT": f"{LOOPBACK}:{free_port()}",
+        "COLLECTOR_QUEUE_DIR": str(queue),
+        "TEMPO_OTLP_ENDPOINT": tempo_otlp,
+        "JAEGER_OTLP_ENDPOINT": jaeger_otlp,
+        "LOKI_OTLP_ENDPOINT": loki_url,
+        "PROMETHEUS_OTLP_ENDPOINT": prometheus_otlp_url,
+    }
+    argv = [str(binaries()["OTELCOL"]), *compose_argv(spec, "collector")]
+    collector = Collector(start(name, argv, env, workdir), grpc, http, health, metrics, queue)
+    wait_until(lambda: _healthy(collector.health_url), f"{name} health check", timeout=60)
+    return collector
+
+
+@dataclass
+class Jaeger:
+    process: Process
+    grpc_port: int
+    http_port: int
+    query_port: int
+    query_grpc_port: int
+    health_port: int
+    metrics_port: int
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Pass back to `start_jaeger` to restart this instance in place."""
+        return (
+            self.grpc_port,
+            self.http_port,
+            self.query_port,
+            self.query_grpc_port,
+            self.health_port,
+            self.metrics_port,
+        )
+
+    @property
+    def otlp_grpc_endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.query_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.metrics_port}/metrics"
+
+
+def start_jaeger(
+    spec: dict[str, Any], workdir: Path, *, name: str, prometheus_url: str, ports: tuple[int, ...] | None = None
+) -> Jaeger:
+    """backends/jaeger.yaml on real Jaeger v2 with its Badger store in `workdir`. Also serves as
+    the Tempo stand-in (`name="tempo-standin"`): Tempo is AGPL and never built here; both
+    ingest the same OTLP from the same Collector exporter settings."""
+    grpc, http, query, query_grpc, health, metrics = ports or tuple(free_port() for _ in range(6))
+    env = {
+        "JAEGER_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{grpc}",
+        "JAEGER_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{http}",
+        "JAEGER_QUERY_HTTP_ENDPOINT": f"{LOOPBACK}:{query}",
+        "JAEGER_QUERY_GRPC_ENDPOINT": f"{LOOPBACK}:{query_grpc}",
+        "JAEGER_HEALTH_ENDPOINT": f"{LOOPBACK}:{health}",
+        "JAEGER_METRICS_HOST": LOOPBACK,
+        "JAEGER_METRICS_PORT": str(metrics),
+        "JAEGER_BADGER_DIR": str(workdir / f"{name}-badger"),
+        "JAEGER_PROMETHEUS_URL": prometheus_url,
+    }
+    argv = [str(binaries()["JAEGER"]), *compose_argv(spec, "jaeger")]
+    jaeger = Jaeger(start(name, argv, env, workdir), grpc, http, query, query_grpc, health, metrics)
+    wait_until(lambda: _healthy(f"http://{LOOPBACK}:{health}/status"), f"{name} health", timeout=60)
+    return jaeger
+
+
+@dataclass
+class LokiStandin:
+    process: Process
+    port: int
+    records_file: Path
+
+    @property
+    def otlp_url(self) -> str:
+        """What the Collector's otlp_http/loki exporter is pointed at (it appends /v1/logs)."""
+        return f"http://{LOOPBACK}:{self.port}/otlp"
+
+
+def start_loki_standin(workdir: Path) -> LokiStandin:
+    port = free_port()
+    records = workdir / "loki-standin-records.jsonl"
+    env = {"LOKI_STANDIN_ENDPOINT": f"{LOOPBACK}:{port}", "LOKI_STANDIN_FILE": str(records)}
+    config = REPO / "tests" / "native" / "loki-standin.yaml"
+    standin = LokiStandin(
+        start("loki-standin", [str(binaries()["LOKI_STANDIN"]), f"--config={config}"], env, workdir), port, records
+    )
+    # An empty POST answers once the receiver is up (any HTTP status will do).
+    wait_until(lambda: httpx.post(f"{standin.otlp_url}/v1/logs", timeout=2).status_code, "Loki stand-in")
+    return standin
+
+
+@dataclass
+class Prometheus:
+    process: Process
+    port: int
+    config_file: Path
+    dropped_jobs: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def otlp_url(self) -> str:
+        return f"{self.url}/api/v1/otlp"
+
+
+def native_prometheus_config(targets: Mapping[str, str], destination: Path) -> list[str]:
+    """backends/prometheus.yml with each compose target (`app-a:8000`) swapped for its native
+    address. Jobs whose backend has no native counterpart (Tempo, Loki, Grafana) are dropped;
+    their names are returned."""
+    config = yaml.safe_load((REPO / "backends" / "prometheus.yml").read_text())
+    kept, dropped = [], []
+    for job in config["scrape_configs"]:
+        addresses = [target for group in job["static_configs"] for target in group["targets"]]
+        if all(address in targets for address in addresses):
+            for group in job["static_configs"]:
+                group["targets"] = [targets[address] for address in group["targets"]]
+            kept.append(job)
+        else:
+            dropped.append(job["job_name"])
+    config["scrape_configs"] = kept
+    destination.write_text(yaml.safe_dump(config, sort_keys=False))
+    return dropped
+
+
+def start_prometheus(spec: dict[str, Any], workdir: Path, targets: Mapping[str, str], port: int) -> Prometheus:
+    """Real Prometheus with compose's flags and our config, scraping the native targets.
+    `targets` maps compose addresses to native ones; `port` is reserved by the caller so the
+    self-scrape target can name it."""
+    config_file = workdir / "prometheus.yml"
+    dropped = native_prometheus_config({**targets, "localhost:9090": f"{LOOPBACK}:{port}"}, config_file)
+    overrides = {
+        "--config.file": str(config_file),
+        "--storage.tsdb.path": str(workdir / "prometheus-data"),
+        "--web.listen-address": f"{LOOPBACK}:{port}",
+    }
+    argv = [str(binaries()["PROMETHEUS"]), *compose_argv(spec, "prometheus", overrides)]
+    prometheus = Prometheus(start("prometheus", argv, {}, workdir), port, config_file, dropped)
+    wait_until(lambda: _healthy(f"{prometheus.url}/-/ready"), "Prometheus ready", timeout=60)
+    return prometheus

@@ -1,0 +1,94 @@
+"""The whole stack natively, wired like docker-compose.yaml wires the containers."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import compose
+from .apps import APP_NAMES, CONTAINER_PORT, App, start_app
+from .backends import (
+    LOOPBACK,
+    Collector,
+    Jaeger,
+    LokiStandin,
+    Prometheus,
+    start_collector,
+    start_jaeger,
+    start_loki_standin,
+    start_prometheus,
+)
+from .processes import Process, free_port
+
+
+@dataclass
+class Stack:
+    spec: dict[str, Any]
+    workdir: Path
+    loki: LokiStandin
+    jaeger: Jaeger
+    tempo: Jaeger  # stand-in: a second real Jaeger (Tempo is AGPL, never built here)
+    collector: Collector
+    prometheus: Prometheus
+    app_ports: dict[str, int]
+    apps: dict[str, App] = field(default_factory=dict)
+
+    def app_addresses(self) -> dict[str, str]:
+        """Compose `host:port` -> native address, for the apps' environment."""
+        addresses = {f"{name}:{CONTAINER_PORT}": f"{LOOPBACK}:{port}" for name, port in self.app_ports.items()}
+        addresses["collector:4318"] = f"{LOOPBACK}:{self.collector.http_port}"
+        addresses["collector:4317"] = f"{LOOPBACK}:{self.collector.grpc_port}"
+        return addresses
+
+    def processes(self) -> list[Process]:
+        """Stop order: apps first (they flush into the Collector), backends last."""
+        apps = [app.process for app in self.apps.values()]
+        return [
+            *apps,
+            self.collector.process,
+            self.prometheus.process,
+            self.jaeger.process,
+            self.tempo.process,
+            self.loki.process,
+        ]
+
+    def stop(self) -> None:
+        for process in self.processes():
+            process.stop()
+
+
+def start_stack(workdir: Path) -> Stack:
+    spec = compose.load()
+    app_ports = {name: free_port() for name in APP_NAMES}
+    prometheus_port = free_port()
+    prometheus_url = f"http://{LOOPBACK}:{prometheus_port}"
+    started: list[Process] = []
+    try:
+        loki = start_loki_standin(workdir)
+        started.append(loki.process)
+        jaeger = start_jaeger(spec, workdir, name="jaeger", prometheus_url=prometheus_url)
+        started.append(jaeger.process)
+        tempo = start_jaeger(spec, workdir, name="tempo-standin", prometheus_url=prometheus_url)
+        started.append(tempo.process)
+        collector = start_collector(
+            spec,
+            workdir,
+            tempo_otlp=tempo.otlp_grpc_endpoint,
+            jaeger_otlp=jaeger.otlp_grpc_endpoint,
+            loki_url=loki.otlp_url,
+            prometheus_otlp_url=f"{prometheus_url}/api/v1/otlp",
+        )
+        started.append(collector.process)
+        targets = {f"{name}:{CONTAINER_PORT}": f"{LOOPBACK}:{port}" for name, port in app_ports.items()}
+        targets["collector:8888"] = f"{LOOPBACK}:{collector.metrics_port}"
+        targets["jaeger:8888"] = f"{LOOPBACK}:{jaeger.metrics_port}"
+        prometheus = start_prometheus(spec, workdir, targets, prometheus_port)
+        started.append(prometheus.process)
+        stack = Stack(spec, workdir, loki, jaeger, tempo, collector, prometheus, app_ports)
+        for name in reversed(APP_NAMES):  # app-a calls the others: start it last
+            stack.apps[name] = start_app(spec, name, workdir, stack.app_addresses(), port=app_ports[name])
+            started.append(stack.apps[name].process)
+        return stack
+    except BaseException:
+        for process in reversed(started):
+            process.stop()
+        raise

@@ -1,0 +1,151 @@
+"""Issue 3: every signal flows through the real Collector to real backends, nothing lost.
+
+Runs on the native stack (tests/harness): the Collector built from collector/manifest.yaml with
+collector/config.yaml, Jaeger v2, a second Jaeger standing in for Tempo, a Collector standing in
+for Loki's OTLP endpoint, Prometheus 3 with backends/prometheus.yml, and the three apps.
+"""
+
+from functools import partial
+from typing import Any
+
+import pytest
+
+from harness.clients import JaegerAPI, PrometheusAPI, by_service, metric_total, otlp_log_records, parent_id, scrape
+from harness.processes import wait_until
+from harness.stack import Stack
+from harness.traffic import Traffic
+
+SERVICES = ["app-a", "app-b", "app-c"]
+SLOW = 90  # seconds: span metrics flush every 15 s, scrapes every 5 s, SDK metrics every 5 s
+
+
+def _stored_spans(api: JaegerAPI, expected: int) -> dict[str, dict[str, Any]]:
+    return wait_until(
+        lambda: spans if len(spans := api.all_spans(SERVICES)) >= expected else None, f"{expected} spans", timeout=SLOW
+    )
+
+
+@pytest.mark.parametrize("backend", ["jaeger", "tempo"])
+def test_every_chain_trace_spans_three_services_with_correct_parents(
+    backend: str, request: pytest.FixtureRequest, traffic: Traffic
+) -> None:
+    api: JaegerAPI = request.getfixturevalue(backend)
+    chains = traffic.requests("/chain", app="app-a")  # app-b's and app-c's /chain start elsewhere
+    traces = wait_until(
+        lambda: found if len(found := api.traces("app-a", "GET /chain")) == chains else None,
+        f"{chains} /chain traces in {backend}",
+        timeout=SLOW,
+    )
+    for trace in traces:
+        spans = trace["spans"]
+        services = {trace["processes"][s["processID"]]["serviceName"] for s in spans}
+        assert services == set(SERVICES)
+        assert len(spans) == 7, [s["operationName"] for s in spans]
+        by_id = {s["spanID"]: s for s in spans}
+        roots = [s for s in spans if parent_id(s) is None]
+        assert [r["operationName"] for r in roots] == ["GET /chain"]
+        for span in spans:
+            if span is roots[0]:
+                continue
+            parent = by_id[parent_id(span)]  # every parent is in the same trace
+            service = trace["processes"][span["processID"]]["serviceName"]
+            parent_service = trace["processes"][parent["processID"]]["serviceName"]
+            # A server span hangs off an httpx client span of app-a; client spans off the root.
+            if service != "app-a" or span["operationName"] != "GET /chain":
+                assert parent_service == "app-a"
+
+
+def test_no_span_lost(stack: Stack, traffic: Traffic, jaeger: JaegerAPI, tempo: JaegerAPI) -> None:
+    expected = traffic.expected_spans()
+    in_jaeger = _stored_spans(jaeger, expected)
+    in_tempo = _stored_spans(tempo, expected)
+    assert len(in_jaeger) == expected
+    assert set(in_tempo) == set(in_jaeger)  # the same spans, no duplicates (ids are keys)
+    collector = scrape(stack.collector.metrics_url)
+    assert metric_total(collector, "otelcol_receiver_accepted_spans_total") == expected
+    for exporter in ("otlp_grpc/jaeger", "otlp_grpc/tempo"):
+        assert metric_total(collector, "otelcol_exporter_sent_spans_total", exporter=exporter) == expected
+
+
+def test_collector_refused_and_failed_nothing(stack: Stack, traffic: Traffic, jaeger: JaegerAPI) -> None:
+    _stored_spans(jaeger, traffic.expected_spans())
+    collector = scrape(stack.collector.metrics_url)
+    for name in (
+        "otelcol_receiver_refused_spans_total",
+        "otelcol_receiver_refused_metric_points_total",
+        "otelcol_receiver_refused_log_records_total",
+        "otelcol_exporter_send_failed_spans_total",
+        "otelcol_exporter_send_failed_metric_points_total",
+        "otelcol_exporter_send_failed_log_records_total",
+        "otelcol_exporter_enqueue_failed_spans_total",
+    ):
+        assert metric_total(collector, name) == 0, name
+    assert metric_total(collector, "otelcol_receiver_accepted_metric_points_total") > 0
+    assert metric_total(collector, "otelcol_receiver_accepted_log_records_total") > 0
+
+
+def _series(prometheus: PrometheusAPI, promql: str) -> list[dict[str, Any]]:
+    return wait_until(lambda: prometheus.query(promql), f"series for {promql}", timeout=SLOW)
+
+
+@pytest.mark.parametrize("app", SERVICES)
+def test_prometheus_scraped_app_metrics(app: str, traffic: Traffic, prometheus: PrometheusAPI) -> None:
+    series = _series(prometheus, f'fastapi_requests_total{{app_name="{app}", path="/chain"}}')
+    assert {s["metric"]["job"] for s in series} == {app}
+
+
+def test_prometheus_received_sdk_metrics_over_otlp(traffic: Traffic, prometheus: PrometheusAPI) -> None:
+    series = _series(prometheus, 'http_server_request_duration_seconds_count{http_route="/chain"}')
+    assert {s["metric"]["service_name"] for s in series} == set(SERVICES)
+
+
+def test_prometheus_received_span_and_service_graph_metrics(traffic: Traffic, prometheus: PrometheusAPI) -> None:
+    calls = _series(prometheus, 'traces_span_metrics_calls_total{span_name="GET /chain", span_kind="SPAN_KIND_SERVER"}')
+    assert {s["metric"]["service_name"] for s in calls} == set(SERVICES)
+    _series(prometheus, 'traces_span_metrics_duration_milliseconds_bucket{service_name="app-c"}')
+    edges = _series(prometheus, "traces_service_graph_request_total")
+    assert {(s["metric"]["client"], s["metric"]["server"]) for s in edges} >= {("app-a", "app-b"), ("app-a", "app-c")}
+
+
+@pytest.mark.parametrize(
+    "promql",
+    [
+        'fastapi_requests_duration_seconds_bucket{app_name="app-b"}',  # scraped (OpenMetrics)
+        'http_server_request_duration_seconds_bucket{service_name="app-b"}',  # SDK over OTLP
+        'traces_span_metrics_duration_milliseconds_bucket{service_name="app-b"}',  # connector
+    ],
+)
+def test_exemplars_point_at_traces_in_jaeger(
+    promql: str, traffic: Traffic, prometheus: PrometheusAPI, jaeger: JaegerAPI
+) -> None:
+    groups = wait_until(lambda: prometheus.exemplars(promql), f"exemplars of {promql}", timeout=SLOW)
+    trace_ids = {e["labels"]["trace_id"] for group in groups for e in group["exemplars"]}
+    assert trace_ids
+    for trace_id in sorted(trace_ids)[:5]:
+        assert wait_until(partial(jaeger.trace, trace_id), f"trace {trace_id} in Jaeger", timeout=SLOW)
+
+
+def test_logs_with_trace_ids_reach_loki_standin(stack: Stack, traffic: Traffic, jaeger: JaegerAPI) -> None:
+    def chain_logs() -> list[dict[str, Any]]:
+        records = otlp_log_records(stack.loki.records_file)
+        return [r for r in records if r.get("traceId") and r["service"] == "app-a"]
+
+    records = wait_until(chain_logs, "app-a log records with trace ids at the Loki stand-in", timeout=SLOW)
+    services = {r["service"] for r in otlp_log_records(stack.loki.records_file)}
+    assert services >= {"app-a"}
+    assert wait_until(lambda: jaeger.trace(records[0]["traceId"]), "the log's trace in Jaeger", timeout=SLOW)
+
+
+def test_prometheus_scrapes_collector_and_jaeger(stack: Stack, traffic: Traffic, prometheus: PrometheusAPI) -> None:
+    health = wait_until(
+        lambda: h if len(h := prometheus.target_health()) >= 6 and set(h.values()) == {"up"} else None,
+        "every native scrape target up",
+        timeout=SLOW,
+    )
+    assert set(health) == {"app-a", "app-b", "app-c", "collector", "jaeger", "prometheus"}
+    assert sorted(stack.prometheus.dropped_jobs) == ["grafana", "loki", "tempo"]
+
+
+def test_spans_of_all_three_services_stored(traffic: Traffic, jaeger: JaegerAPI) -> None:
+    spans = _stored_spans(jaeger, traffic.expected_spans())
+    assert set(by_service(spans)) == set(SERVICES)
