@@ -5,9 +5,11 @@ collector/config.yaml, Jaeger v2, a second Jaeger standing in for Tempo, a Colle
 for Loki's OTLP endpoint, Prometheus 3 with backends/prometheus.yml, and the three apps.
 """
 
+import time
 from functools import partial
 from typing import Any
 
+import httpx
 import pytest
 
 from harness.clients import JaegerAPI, PrometheusAPI, by_service, metric_total, otlp_log_records, parent_id, scrape
@@ -149,3 +151,26 @@ def test_prometheus_scrapes_collector_and_jaeger(stack: Stack, traffic: Traffic,
 def test_spans_of_all_three_services_stored(traffic: Traffic, jaeger: JaegerAPI) -> None:
     spans = _stored_spans(jaeger, traffic.expected_spans())
     assert set(by_service(spans)) == set(SERVICES)
+
+
+def test_jaeger_monitor_tab_reads_span_metrics_from_prometheus(stack: Stack, traffic: Traffic) -> None:
+    """Jaeger's Monitor tab (SPM) queries the span_metrics connector's series in Prometheus."""
+
+    def call_rates() -> list[float]:
+        params: dict[str, str | int] = {
+            "service": "app-a",
+            "endTs": int(time.time() * 1000),
+            "lookback": 600_000,
+            "step": 15_000,
+            "ratePer": 60_000,
+            "spanKind": "server",
+        }
+        body = httpx.get(f"{stack.jaeger.api_url}/api/metrics/calls", params=params, timeout=10).json()
+        return [
+            p["gaugeValue"]["doubleValue"]
+            for m in body["metrics"]
+            for p in m["metricPoints"]
+            if p["gaugeValue"]["doubleValue"] > 0
+        ]
+
+    assert wait_until(call_rates, "a call rate for app-a in Jaeger's Monitor API", timeout=SLOW)
