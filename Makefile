@@ -21,8 +21,8 @@ native: ## Build the Collector, Jaeger and Prometheus from source at the .env ve
 	tests/native/build.sh
 
 lint: venv ## ruff (lint + format) and mypy
-	$(BIN)/ruff check services tests loadtest
-	$(BIN)/ruff format --check services tests loadtest
+	$(BIN)/ruff check services tests loadtest grafana
+	$(BIN)/ruff format --check services tests loadtest grafana
 	$(BIN)/mypy
 
 test: lint native ## Lint, build the native binaries, run every test (pytest exit 5, no tests, fails too)
