@@ -60,3 +60,46 @@ clean: ## Stop the stack and DELETE its volumes: all traces, logs, metrics and G
 	@echo "make clean: removing the containers AND the data volumes (traces, logs, metrics, Grafana's database)."
 	@echo "            .secrets/grafana-admin-password is kept; the next 'make up' starts from empty stores."
 	@$(STACK_ENV) backends/scripts/compose.sh down --volumes
+
+# ---- Load and benchmark (loadtest/) ---------------------------------------------------------------
+# Options: NATIVE=1              against the native stack (tests/harness, built by `make native`)
+#                                instead of the compose stack started by `make up`
+#          USERS=50 SPAWN_RATE=10 DURATION=1m   `make load-headless`'s load shape
+#          BENCH_ARGS="--rounds 1 --duration 3"  passed to loadtest/bench.py (--help lists them)
+NATIVE ?=
+native_load := $(filter 1 yes true,$(NATIVE))
+USERS ?= 50
+SPAWN_RATE ?= 10
+DURATION ?= 1m
+BENCH_ARGS ?=
+LOCUST_HEADLESS = --headless --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
+	--stop-timeout 10 --only-summary --csv reports/locust --html reports/locust.html
+
+.PHONY: load load-headless bench
+
+load: $(if $(native_load),venv native) ## Locust web UI on http://127.0.0.1:8089 (compose; NATIVE=1: native stack until Ctrl-C)
+ifeq ($(native_load),)
+	@# `make up PROFILES=load`: the whole stack (idempotent) plus the locust service.
+	@$(STACK_ENV) PROFILES='$(PROFILES) load' backends/scripts/up.sh
+	@echo "Locust web UI: http://127.0.0.1:8089 (host app-a; 'make down' stops it with the stack)"
+else
+	@echo "Locust web UI: http://127.0.0.1:8089 once the native stack is up; Ctrl-C stops everything"
+	$(BIN)/python loadtest/native_load.py --web-host 127.0.0.1 --web-port 8089
+endif
+
+load-headless: venv $(if $(native_load),native) ## Headless Locust (USERS, SPAWN_RATE, DURATION; NATIVE=1): summary, reports/locust*
+	@mkdir -p reports
+ifeq ($(native_load),)
+	@$(BIN)/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)" 2>/dev/null || \
+		{ echo "error: app-a does not answer on 127.0.0.1:8000: 'make up' first, or NATIVE=1" >&2; exit 1; }
+	APP_B_URL=http://127.0.0.1:8001 APP_C_URL=http://127.0.0.1:8002 $(BIN)/locust -f loadtest/locustfile.py \
+		--host http://127.0.0.1:8000 $(LOCUST_HEADLESS)
+else
+	$(BIN)/python loadtest/native_load.py $(LOCUST_HEADLESS)
+endif
+	@echo "reports: reports/locust_stats.csv, reports/locust_failures.csv, reports/locust.html"
+
+bench: venv native ## Overhead + Collector capacity benchmark (~15 min, wrk, Go): docs/benchmarks.{json,md}
+	@command -v wrk >/dev/null || { echo "error: make bench needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)" >&2; exit 1; }
+	@loadtest/build_telemetrygen.sh >/dev/null
+	$(BIN)/python loadtest/bench.py $(BENCH_ARGS)
