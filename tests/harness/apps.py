@@ -72,9 +72,10 @@ def start_app(
         **overrides,
     }
     app = App(service, start(name or service, container_command(), env, workdir, cwd=SERVICES_DIR), port)
-    wait_until(
-        lambda: app.process.alive() and httpx.get(f"{app.url}/healthz", timeout=2).status_code == 200,
-        f"{service} /healthz",
-        timeout=60,
-    )
+
+    def healthy() -> bool:
+        app.process.ensure_alive()
+        return httpx.get(f"{app.url}/healthz", timeout=2).status_code == 200
+
+    wait_until(healthy, f"{service} /healthz", timeout=60)
     return app

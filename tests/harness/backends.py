@@ -37,7 +37,8 @@ def compose_argv(spec: dict[str, Any], service: str, overrides: Mapping[str, str
     return argv + [f"{flag}={value}" for flag, value in overrides.items()]
 
 
-def _healthy(url: str) -> bool:
+def _healthy(process: Process, url: str) -> bool:
+    process.ensure_alive()
     return httpx.get(url, timeout=2).status_code == 200
 
 
@@ -98,7 +99,7 @@ def start_collector(
     }
     argv = [str(binaries()["OTELCOL"]), *compose_argv(spec, "collector")]
     collector = Collector(start(name, argv, env, workdir), grpc, http, health, metrics, queue)
-    wait_until(lambda: _healthy(collector.health_url), f"{name} health check", timeout=60)
+    wait_until(lambda: _healthy(collector.process, collector.health_url), f"{name} health check", timeout=60)
     return collector
 
 
@@ -157,7 +158,7 @@ def start_jaeger(
     }
     argv = [str(binaries()["JAEGER"]), *compose_argv(spec, "jaeger")]
     jaeger = Jaeger(start(name, argv, env, workdir), grpc, http, query, query_grpc, health, metrics)
-    wait_until(lambda: _healthy(f"http://{LOOPBACK}:{health}/status"), f"{name} health", timeout=60)
+    wait_until(lambda: _healthy(jaeger.process, f"http://{LOOPBACK}:{health}/status"), f"{name} health", timeout=60)
     return jaeger
 
 
@@ -181,8 +182,13 @@ def start_loki_standin(workdir: Path) -> LokiStandin:
     standin = LokiStandin(
         start("loki-standin", [str(binaries()["LOKI_STANDIN"]), f"--config={config}"], env, workdir), port, records
     )
+
     # An empty POST answers once the receiver is up (any HTTP status will do).
-    wait_until(lambda: httpx.post(f"{standin.otlp_url}/v1/logs", timeout=2).status_code, "Loki stand-in")
+    def answers() -> int:
+        standin.process.ensure_alive()
+        return httpx.post(f"{standin.otlp_url}/v1/logs", timeout=2).status_code
+
+    wait_until(answers, "Loki stand-in")
     return standin
 
 
@@ -234,5 +240,5 @@ def start_prometheus(spec: dict[str, Any], workdir: Path, targets: Mapping[str, 
     }
     argv = [str(binaries()["PROMETHEUS"]), *compose_argv(spec, "prometheus", overrides)]
     prometheus = Prometheus(start("prometheus", argv, {}, workdir), port, config_file, dropped)
-    wait_until(lambda: _healthy(f"{prometheus.url}/-/ready"), "Prometheus ready", timeout=60)
+    wait_until(lambda: _healthy(prometheus.process, f"{prometheus.url}/-/ready"), "Prometheus ready", timeout=60)
     return prometheus

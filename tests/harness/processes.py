@@ -1,6 +1,7 @@
 """Start programs, wait for them by polling with a deadline, stop them by PID."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,11 +14,25 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+# Below Linux's ephemeral range (32768-60999), so an outgoing connection of some other process
+# cannot take a port between the moment we pick it and the moment our program binds it.
+_PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    for _ in range(100):
+        port = random.randint(*_PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {_PORT_RANGE}")
+
+
+class ProcessExited(RuntimeError):
+    """The program a test waits for is dead: waiting longer cannot help."""
 
 
 def wait_until(probe: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.2) -> T:
@@ -29,6 +44,8 @@ def wait_until(probe: Callable[[], T | None], what: str, timeout: float = 30.0, 
             result = probe()
             if result:
                 return result
+        except ProcessExited:
+            raise
         except Exception as error:  # the thing polled for may not be up yet
             last_error = error
         time.sleep(interval)
@@ -52,6 +69,11 @@ class Process:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def ensure_alive(self) -> None:
+        if not self.alive():
+            tail = "\n".join(self.output().splitlines()[-15:])
+            raise ProcessExited(f"{self.name} exited with {self.popen.returncode}:\n{tail}")
 
     def signal(self, sig: int) -> None:
         if self.alive():
