@@ -1,7 +1,9 @@
-"""docker-compose.yaml as docker compose sees it: `${VAR}` interpolated from .env.
+"""docker-compose.yaml as docker compose sees it: `${VAR}` interpolated from .env, and compose's
+merge tags (`!override`, `!reset`) read.
 
-The harness takes the apps' environment and the backends' command-line flags from here,
-so the native processes run with what compose would give the containers.
+The harness takes the apps' environment and the backends' command-line flags from here, so the
+native processes run with what compose would give the containers; tests/test_compose.py checks
+the file itself through the same loader.
 """
 
 import os
@@ -14,36 +16,59 @@ import yaml
 from .paths import REPO, read_env_file
 
 COMPOSE_FILE = REPO / "docker-compose.yaml"
-_VARIABLE = re.compile(r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})")
-
-
-class UndefinedVariable(KeyError):
-    pass
+_DOLLAR = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|)")
 
 
 def interpolate(text: str, variables: dict[str, str]) -> str:
-    """Compose's interpolation: `$$`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`."""
+    """Compose's interpolation: `$$`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`.
+    A lone `$` is an error (compose would read it as a variable): a literal is written `$$`."""
 
     def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
+        if match.group("escaped"):
             return "$"
         name, op, arg = match.group("name"), match.group("op"), match.group("arg") or ""
+        if name is None:
+            line = text.count("\n", 0, match.start()) + 1
+            context = text[match.start() : match.start() + 20]
+            raise ValueError(f"line {line}: a lone `$` (write `$$` for a literal dollar): {context!r}")
         value = variables.get(name)
         if op == ":-":
-            return value if value else arg
+            return value or arg
         if op == "-":
             return arg if value is None else value
         if value is None or (op == ":?" and not value):
-            raise UndefinedVariable(f"${{{name}}} is not set ({arg or 'no default'})")
+            raise KeyError(f"${{{name}}} is used but not defined in .env ({arg or 'no default'})")
         return value
 
-    return _VARIABLE.sub(replace, text)
+    return _DOLLAR.sub(replace, text)
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader plus compose's merge tags `!override` and `!reset`."""
+
+
+def _construct_tagged(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    assert isinstance(node, yaml.ScalarNode)
+    return loader.construct_scalar(node)
+
+
+ComposeLoader.add_constructor("!override", _construct_tagged)
+ComposeLoader.add_constructor("!reset", _construct_tagged)
+
+
+def parse(text: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.load(text, Loader=ComposeLoader)  # noqa: S506 (a SafeLoader subclass)
+    return document
 
 
 def load(path: Path = COMPOSE_FILE, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """The file interpolated as `docker compose` would: .env, then the environment, then `extra`."""
     variables = {**read_env_file(REPO / ".env"), **os.environ, **(extra or {})}
-    document: dict[str, Any] = yaml.safe_load(interpolate(path.read_text(), variables))
-    return document
+    return parse(interpolate(path.read_text(), variables))
 
 
 def service_environment(compose: dict[str, Any], service: str) -> dict[str, str]:

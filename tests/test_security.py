@@ -1,0 +1,192 @@
+"""Issue 6, case 7: security of the shipped stack, the checks tests/test_compose.py does not make.
+
+test_compose.py already covers: host ports on 127.0.0.1 only, no host networking, read-only
+config mounts, healthchecks, non-root `user:` values and volume owners, Grafana's auth and
+password-by-file, `.secrets/` git-ignored, zpages' default address and no pprof. Here: the images'
+own users where compose sets none, no host privileges, what the committed env files may hold,
+every declared secret file git-ignored, no key material in git, and no debug surface in the
+Collector's and Jaeger's configs.
+"""
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import compose as compose_file
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILES = [
+    REPO / "docker-compose.yaml",
+    REPO / "backends" / "compose.default-logging.yaml",
+    REPO / "backends" / "compose.cassandra.yaml",
+]
+ROOT = {"0", "root", "0:0", "root:root"}
+SECRET_WORDS = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|CREDENTIAL|PRIVATE", re.IGNORECASE)
+
+# Services with no `user:` in compose, and why that is still non-root (or has to be root).
+IMAGE_USERS = {
+    "app-a": "services/Dockerfile ends with `USER app` (uid 10001)",
+    "app-b": "services/Dockerfile ends with `USER app` (uid 10001)",
+    "app-c": "services/Dockerfile ends with `USER app` (uid 10001)",
+    "prometheus": "prom/prometheus runs as nobody",
+    "grafana": "grafana/grafana runs as uid 472",
+    "locust": "locustio/locust runs as user locust",
+    "cassandra": "the entrypoint needs root to own its data directory, then drops to cassandra",
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    # `${VAR}` left as text: these checks read structure, not versions.
+    return compose_file.parse(path.read_text())
+
+
+def services() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path.name, name, spec) for path in COMPOSE_FILES for name, spec in load(path)["services"].items()]
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    if not (REPO / ".git").exists():
+        pytest.fail("the repo's .git is needed to check what is tracked and ignored")
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def with_env_defaults(text: str) -> str:
+    """The Collector's `${env:NAME:-default}` replaced by its default, as compose runs it."""
+    return re.sub(r"\$\{env:[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+# ---------------------------------------------------------------- users and privileges
+
+
+def test_services_without_a_compose_user_run_as_their_images_non_root_user() -> None:
+    base = load(REPO / "docker-compose.yaml")["services"]
+    without_user = {name for name, spec in base.items() if "user" not in spec}
+    assert without_user == set(IMAGE_USERS), "decide (and record in IMAGE_USERS) who a new service runs as"
+    # The services image is ours: its final stage must switch to a non-root user.
+    dockerfile = (REPO / "services" / "Dockerfile").read_text()
+    final_stage = dockerfile[dockerfile.rindex("\nFROM ") :]
+    users = re.findall(r"^USER\s+(\S+)", final_stage, re.MULTILINE)
+    assert users and users[-1] not in ROOT, "services/Dockerfile must end as a non-root USER"
+    created = re.search(rf"useradd\b.*--uid (\d+)\b.*\b{re.escape(users[-1])}\s*$", final_stage, re.MULTILINE)
+    assert created and created[1] != "0", f"USER {users[-1]} is created with a non-zero uid"
+    # The Collector image keeps the contrib image's non-root user (compose also states 10001).
+    collector = (REPO / "collector" / "Dockerfile").read_text()
+    assert not [u for u in re.findall(r"^USER\s+(\S+)", collector, re.MULTILINE) if u in ROOT]
+
+
+def test_no_service_gets_host_privileges() -> None:
+    for file, name, spec in services():
+        where = f"{file} {name}"
+        assert not spec.get("privileged"), f"{where}: privileged"
+        for key in ("pid", "ipc", "userns_mode", "uts", "cgroup"):
+            assert spec.get(key) != "host", f"{where}: {key}: host"
+        assert not spec.get("devices"), f"{where}: host devices"
+        for option in spec.get("security_opt", []):
+            assert "unconfined" not in option and "no-new-privileges:false" not in option, f"{where}: {option}"
+        for volume in spec.get("volumes", []):
+            source = volume.split(":")[0] if isinstance(volume, str) else str(volume.get("source", ""))
+            assert "docker.sock" not in source, f"{where}: the Docker socket is root on the host"
+            assert source not in ("/", "/etc", "/proc", "/sys", "/var/run"), f"{where}: mounts host {source}"
+        added = spec.get("cap_add", [])
+        # Only the one-shot volume-init job adds a capability: CHOWN, with all others dropped.
+        assert not added or (name == "volume-init" and added == ["CHOWN"] and spec.get("cap_drop") == ["ALL"]), (
+            f"{where}: cap_add {added}"
+        )
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_committed_env_holds_only_versions() -> None:
+    values = env_file(REPO / ".env")
+    assert values
+    for key, value in values.items():
+        assert not SECRET_WORDS.search(key), f".env: {key} looks like a credential; .env is committed"
+        assert key.endswith("_VERSION"), f".env: {key} is not a version; only versions belong in .env"
+        assert re.fullmatch(r"v?\d+(\.\d+){1,3}", value), f".env: {key}={value!r} is not a plain version"
+
+
+def test_service_env_file_holds_no_credentials() -> None:
+    """services/otel.env is committed and reaches every app container (compose `env_file`)."""
+    values = env_file(REPO / "services" / "otel.env")
+    for key, value in values.items():
+        assert not SECRET_WORDS.search(key), f"otel.env: {key}"
+        # OTLP headers are where a vendor token would go (OTEL_EXPORTER_OTLP_HEADERS=...).
+        assert not key.endswith("_HEADERS"), f"otel.env: {key}: exporter headers carry credentials"
+        assert not re.search(r"://[^/@\s]+:[^/@\s]+@", value), f"otel.env: {key} has credentials in a URL"
+
+
+def test_every_declared_secret_file_is_git_ignored_and_untracked() -> None:
+    tracked = set(git("ls-files").stdout.split())
+    declared = []
+    for path in COMPOSE_FILES:
+        for name, secret in (load(path).get("secrets") or {}).items():
+            if "file" in secret:
+                declared.append((name, str(secret["file"]).removeprefix("./")))
+    assert declared, "docker-compose.yaml declares the Grafana admin password as a secret file"
+    for name, file in declared:
+        assert git("check-ignore", "-q", file).returncode == 0, f"secret {name}: {file} is not git-ignored"
+        assert file not in tracked, f"secret {name}: {file} is committed"
+
+
+def test_no_key_material_is_tracked() -> None:
+    tracked = git("ls-files").stdout.split()
+    risky_names = re.compile(r"(^|/)(\.secrets/|id_(rsa|dsa|ecdsa|ed25519)\b|.*\.(pem|key|p12|pfx|jks)$|\.env\..+)")
+    assert not [f for f in tracked if risky_names.search(f)]
+    # Built from pieces so this file does not match itself.
+    begin = "-----BEGIN"
+    patterns = [
+        re.compile(begin + r" (RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----"),
+        re.compile(r"\bAKIA" + r"[0-9A-Z]{16}\b"),  # AWS access key id
+        re.compile(r"\bgh[pousr]_" + r"[A-Za-z0-9]{36}\b"),  # GitHub token
+        re.compile(r"\bglsa_" + r"[A-Za-z0-9]{32}_[0-9a-f]{8}\b"),  # Grafana service-account token
+    ]
+    for file in tracked:
+        path = REPO / file
+        if not path.is_file() or path.stat().st_size > 2_000_000:
+            continue
+        text = path.read_text(errors="ignore")
+        for pattern in patterns:
+            assert not pattern.search(text), f"{file} holds something like a credential ({pattern.pattern[:20]}...)"
+
+
+# ---------------------------------------------------------------- debug surface
+
+
+DEBUG_EXTENSIONS = ("zpages", "pprof", "remotetap", "expvar")
+
+
+def test_collector_debug_surface_is_loopback_only_and_no_payload_logging() -> None:
+    config = yaml.safe_load(with_env_defaults((REPO / "collector" / "config.yaml").read_text()))
+    for name, settings in (config.get("extensions") or {}).items():
+        if name.split("/")[0] in DEBUG_EXTENSIONS:
+            endpoint = str((settings or {}).get("endpoint", ""))
+            assert endpoint.startswith(("127.0.0.1:", "localhost:")), f"{name} listens on {endpoint or 'its default'}"
+    # The debug exporter prints every span, attribute and log body to the Collector's stdout.
+    for pipeline, spec in config["service"]["pipelines"].items():
+        assert not [e for e in spec["exporters"] if e.split("/")[0] in ("debug", "logging")], pipeline
+    # The Collector's own logs stay at info: debug level logs payload details.
+    assert config["service"]["telemetry"]["logs"]["level"] in ("info", "warn", "error")
+
+
+@pytest.mark.parametrize("config", ["jaeger.yaml", "jaeger-cassandra.yaml"])
+def test_jaeger_enables_no_debug_extension(config: str) -> None:
+    document = yaml.safe_load(with_env_defaults((REPO / "backends" / config).read_text()))
+    enabled = document["service"]["extensions"]
+    assert not [e for e in enabled if e.split("/")[0] in DEBUG_EXTENSIONS], enabled
+    for pipeline, spec in document["service"]["pipelines"].items():
+        assert not [e for e in spec["exporters"] if e.split("/")[0] in ("debug", "logging")], pipeline
