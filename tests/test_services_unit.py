@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,9 @@ from app.logging_config import (
 from app.main import app, settings
 from app.metrics import UNMATCHED_PATH
 from app.telemetry import sampled_trace_id
+from harness.apps import container_command
+from harness.paths import read_env_file
+from harness.processes import free_port
 
 SERVICES = Path(__file__).resolve().parent.parent / "services"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -237,27 +239,8 @@ def test_traceback_groups_under_its_first_line() -> None:
 # ---------------------------------------------------------------- the real command
 
 
-def container_command() -> list[str]:
-    match = re.search(r"^CMD\s+(\[.*\])\s*$", (SERVICES / "Dockerfile").read_text(), re.MULTILINE)
-    assert match, "services/Dockerfile needs a one-line exec-form CMD"
-    command: list[str] = json.loads(match.group(1))
-    return command
-
-
 def otel_env() -> dict[str, str]:
-    env = {}
-    for line in (SERVICES / "otel.env").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            env[key.strip()] = value.strip()
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return read_env_file(SERVICES / "otel.env")
 
 
 def poll(probe: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
