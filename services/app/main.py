@@ -38,7 +38,9 @@ class State(TypedDict):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[State]:
     timeout = httpx.Timeout(settings.chain_timeout_seconds, connect=2.0)
-    async with httpx.AsyncClient(timeout=timeout) as http_client:
+    # Drop idle connections before gunicorn's 5 s keep-alive closes them under a reused request.
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as http_client:
         logger.info("%s started", settings.app_name)
         yield {"http_client": http_client}
     logger.info("%s stopping: flushing telemetry", settings.app_name)
