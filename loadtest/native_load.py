@@ -18,7 +18,7 @@ from types import FrameType
 LOADTEST = Path(__file__).resolve().parent
 sys.path.insert(0, str(LOADTEST.parent / "tests"))
 
-from harness.apps import VENV_BIN  # noqa: E402
+from harness.apps import locust_command  # noqa: E402
 from harness.stack import start_stack  # noqa: E402
 
 
@@ -54,18 +54,7 @@ def main() -> int:
                 f"  process logs in {workdir} (removed at the end)",
                 flush=True,
             )
-            argv = [
-                str(VENV_BIN / "locust"),
-                "-f",
-                str(LOADTEST / "locustfile.py"),
-                "--host",
-                apps["app-a"].url,
-                "--app-b-url",
-                apps["app-b"].url,
-                "--app-c-url",
-                apps["app-c"].url,
-                *sys.argv[1:],
-            ]
+            argv = locust_command(apps, *sys.argv[1:])
             # Own session: Ctrl-C reaches this script only, which then stops Locust cleanly.
             locust = subprocess.Popen(argv, start_new_session=True)  # noqa: S603
             return locust.wait()

@@ -19,11 +19,9 @@ from fastapi.routing import APIRoute
 
 from app.main import app as fastapi_app
 from harness import compose
-from harness.apps import APP_NAMES, CONTAINER_PORT, VENV_BIN, App, start_app
-from harness.paths import REPO
+from harness.apps import APP_NAMES, CONTAINER_PORT, App, locust_command, start_app
 from harness.processes import free_port
 
-LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 # The bad-input cases the mix adds to the routes (loadtest/locustfile.py ENDPOINTS).
 ERROR_CASES = ("GET /items/{item_id} (not an integer: 422)", "GET /no/such/path (unknown path: 404)")
 NO_EXPORT = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
@@ -50,10 +48,8 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, App]]:
 @pytest.fixture(scope="module")
 def locust_stats(apps: dict[str, App], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
     prefix = tmp_path_factory.mktemp("locust") / "run"
-    argv = [
-        str(VENV_BIN / "locust"),
-        "-f",
-        str(LOCUSTFILE),
+    argv = locust_command(
+        apps,
         "--headless",
         "--users",
         "60",
@@ -63,12 +59,6 @@ def locust_stats(apps: dict[str, App], tmp_path_factory: pytest.TempPathFactory)
         "15s",
         "--stop-timeout",
         "8",  # /random_sleep takes up to 5 s: let running requests finish
-        "--host",
-        apps["app-a"].url,
-        "--app-b-url",
-        apps["app-b"].url,
-        "--app-c-url",
-        apps["app-c"].url,
         "--wait-min",
         "0",
         "--wait-max",
@@ -78,7 +68,7 @@ def locust_stats(apps: dict[str, App], tmp_path_factory: pytest.TempPathFactory)
         "--only-summary",
         "--loglevel",
         "WARNING",
-    ]
+    )
     result = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False, env=os.environ.copy())
     failures = Path(f"{prefix}_failures.csv")
     assert result.returncode == 0, (

@@ -79,3 +79,19 @@ def start_app(
 
     wait_until(healthy, f"{service} /healthz", timeout=60)
     return app
+
+
+def locust_command(apps: dict[str, App], *options: str) -> list[str]:
+    """loadtest/locustfile.py against these apps (app-a is the host), plus Locust `options`."""
+    return [
+        str(VENV_BIN / "locust"),
+        "-f",
+        str(REPO / "loadtest" / "locustfile.py"),
+        "--host",
+        apps["app-a"].url,
+        "--app-b-url",
+        apps["app-b"].url,
+        "--app-c-url",
+        apps["app-c"].url,
+        *options,
+    ]
