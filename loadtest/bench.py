@@ -899,7 +899,8 @@ def main() -> int:
     for spec in args.extra:
         key, _, assignments = spec.partition(":")
         env = dict(item.split("=", 1) for item in assignments.split(",") if item)
-        variants.append(Variant(key, f"zero-code + {assignments}", "agent", env))
+        shown = ",".join(f"{k}={Path(v).name}" if k == "BENCH_GUNICORN_CONF" else f"{k}={v}" for k, v in env.items())
+        variants.append(Variant(key, f"zero-code + {shown}", "agent", env))
     endpoints = [e for e in ENDPOINTS if e in args.endpoints.split(",")]
     binary = telemetrygen_binary() if args.capacity_seconds > 0 else None
     load_before = os.getloadavg()

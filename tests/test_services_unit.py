@@ -373,6 +373,22 @@ def test_real_command_traces_logs_and_flushes_on_sigterm(service_factory: Callab
     assert not [line for line in log_lines if "uvicorn.access" in line or "baggage" in line]
 
 
+def test_worker_start_freezes_the_app_and_shortens_the_gil_switch_interval() -> None:
+    """gunicorn.conf.py's post_worker_init, run after the app is imported as in a worker: the
+    import-time objects leave the garbage collector's view and the GIL is handed over every
+    1 ms (docs/benchmarks.md, p99). A fresh interpreter: both settings are process-wide."""
+    script = (
+        "import gc, runpy, sys; import app.main; "
+        "runpy.run_path('gunicorn.conf.py')['post_worker_init'](None); "
+        "print(gc.get_freeze_count(), sys.getswitchinterval())"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=SERVICES, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    frozen, interval = result.stdout.split()
+    assert int(frozen) > 10_000, "the app's import-time objects are frozen"
+    assert float(interval) == 0.001
+
+
 def test_two_workers_count_every_request_whichever_answers(service_factory: Callable[..., Service]) -> None:
     service = service_factory(OTEL_SERVICE_NAME="unit-mp", WEB_CONCURRENCY="2", OTEL_SDK_DISABLED="true")
     labels = 'app_name="unit-mp",method="GET",path="/items/{item_id}"'
