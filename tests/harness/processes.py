@@ -17,17 +17,23 @@ T = TypeVar("T")
 # Below Linux's ephemeral range (32768-60999), so an outgoing connection of some other process
 # cannot take a port between the moment we pick it and the moment our program binds it.
 _PORT_RANGE = (20000, 32767)
+# Ports handed out in this run: a program's ports are picked before it starts, so a free port
+# picked twice (likely enough over a session: ~3% per 30 picks) would make two programs collide.
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
     for _ in range(100):
         port = random.randint(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise RuntimeError(f"no free loopback port in {_PORT_RANGE}")
 
 
