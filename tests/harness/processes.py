@@ -18,7 +18,7 @@ T = TypeVar("T")
 # cannot take a port between the moment we pick it and the moment our program binds it.
 _PORT_RANGE = (20000, 32767)
 # Ports handed out in this run: a program's ports are picked before it starts, so a free port
-# picked twice (likely enough over a session: ~3% per 30 picks) would make two programs collide.
+# picked twice (~1% per pipeline start, more over a session) would make two programs collide.
 _handed_out: set[int] = set()
 
 
