@@ -50,9 +50,9 @@ def post_worker_init(worker: Any) -> None:
         uvicorn_logger.handlers = []
         uvicorn_logger.propagate = True
 
-    # Event-loop stalls under load (docs/benchmarks.md, "p99"). The app, the SDK and their ~70k
+    # Event-loop stalls under load (docs/benchmarks.md, "p99"). The app, the SDK and their ~66k
     # import-time objects are loaded by now: freeze them out of the collector's view, so a full
-    # collection walks only what requests and telemetry buffers allocate (173 ms worst case before, 33 after).
+    # collection walks only what requests and telemetry buffers allocate (up to 173 ms before, 5-33 after).
     gc.freeze()
     # The export threads encode batches in Python: hand the GIL back to the event loop after
     # 1 ms instead of the default 5 ms.
