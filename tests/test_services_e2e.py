@@ -627,6 +627,23 @@ def test_huge_header_blocks_get_a_4xx_and_the_app_stays_healthy(size: int, shape
     assert edge.process.output().count(TRACEBACK) == tracebacks_before
 
 
+def test_an_endless_header_block_is_cut_off_not_buffered(edge: App) -> None:
+    """h11 gives up on a header block past 16 KiB and closes; uvicorn's other parser, httptools
+    (installed by `uvicorn[standard]`), buffers the whole block before the app's 431 can answer
+    (measured: 20 MB), so one client could fill the worker's memory. This keeps that trade-off
+    visible: docs/benchmarks.md has httptools' speed-up and why it is not the default."""
+    sent, chunk, limit = 0, b"a" * 65536, 64 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nx-endless: ")
+        with contextlib.suppress(OSError):  # reset or broken pipe: the server dropped the block
+            while sent < limit:
+                sock.sendall(chunk)
+                sent += len(chunk)
+    # Whatever the kernel buffers on loopback before the reset arrives, far below the 64 MiB offered.
+    assert sent < 16 * 1024 * 1024, f"the server read {sent} bytes of one header block"
+    assert httpx.get(f"{edge.url}/healthz", timeout=10).status_code == 200
+
+
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A loopback port that refuses connections for the whole test: bound, never listening, so no
