@@ -103,13 +103,19 @@ def environment(overrides: Mapping[str, str]) -> Iterator[None]:
 
 
 @dataclass
-class Pipeline:
+class _Parts:
+    """What the Collector is wired to: enough to launch it."""
+
     spec: dict[str, Any]
     workdir: Path
     sink: MetricsSink
     loki: LokiStandin
     jaeger: Jaeger
     tempo: Jaeger
+
+
+@dataclass
+class Pipeline(_Parts):
     collector: Collector
     collector_env: dict[str, str] = field(default_factory=dict)
     apps: list[App] = field(default_factory=list)
@@ -163,9 +169,7 @@ class Pipeline:
         self.sink.stop()
 
 
-def _launch_collector(
-    parts: "Pipeline | _Parts", env: Mapping[str, str], previous: Collector | None = None
-) -> Collector:
+def _launch_collector(parts: _Parts, env: Mapping[str, str], previous: Collector | None = None) -> Collector:
     ports = queue_dir = None
     if previous is not None:
         ports = (previous.grpc_port, previous.http_port, previous.health_port, previous.metrics_port)
@@ -183,16 +187,6 @@ def _launch_collector(
             queue_dir=queue_dir or parts.workdir / "collector-queue",
             ports=ports,
         )
-
-
-@dataclass
-class _Parts:
-    spec: dict[str, Any]
-    workdir: Path
-    sink: MetricsSink
-    loki: LokiStandin
-    jaeger: Jaeger
-    tempo: Jaeger
 
 
 def start_pipeline(workdir: Path, **collector_env: str) -> Pipeline:
