@@ -36,7 +36,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -59,7 +57,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from harness.apps import APP_NAMES, CONTAINER_PORT, SERVICES_DIR, VENV_BIN, App, app_environment, container_command  # noqa: E402
 from harness.clients import metric_total, scrape  # noqa: E402
 from harness.paths import versions  # noqa: E402
-from harness.processes import Process, free_port, start, wait_until  # noqa: E402
+from harness.processes import Process, free_port, start, stop_everything_on_sigterm, wait_until  # noqa: E402
 from harness.stack import Stack, start_stack  # noqa: E402
 
 DOCS = REPO / "docs"
@@ -130,10 +128,6 @@ VARIANTS = (
         client_spans_per_chain=0,
     ),
 )
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds, so every process is stopped
 
 
 # ---------------------------------------------------------------------------------- /proc
@@ -886,7 +880,7 @@ def main() -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="write reports/benchmarks-trial.json, not docs/")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_everything_on_sigterm()
     if not shutil.which("wrk"):
         print(
             "error: wrk is missing: apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)", file=sys.stderr

@@ -13,17 +13,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import FrameType
 
 LOADTEST = Path(__file__).resolve().parent
 sys.path.insert(0, str(LOADTEST.parent / "tests"))
 
 from harness.apps import locust_command  # noqa: E402
+from harness.processes import stop_everything_on_sigterm  # noqa: E402
 from harness.stack import start_stack  # noqa: E402
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def stop_locust(locust: subprocess.Popen[bytes]) -> int:
@@ -40,7 +36,7 @@ def stop_locust(locust: subprocess.Popen[bytes]) -> int:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_everything_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="native-load-") as workdir:
         print("starting the native stack (Collector, Jaeger x2, Loki stand-in, Prometheus, app-a/b/c)...", flush=True)
         stack = start_stack(Path(workdir))

@@ -1,23 +1,18 @@
 """Session fixtures: the native stack (real Collector, Jaeger, Prometheus, the three apps
 launched as their containers run them) and one bounded round of traffic through it."""
 
-import signal
 from collections.abc import Iterator
-from types import FrameType
 
 import pytest
 
 from harness.clients import JaegerAPI, PrometheusAPI
+from harness.processes import stop_everything_on_sigterm
 from harness.stack import Stack, start_stack
 from harness.traffic import Traffic, drive
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds fixtures, so every process is stopped
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    signal.signal(signal.SIGTERM, _terminate)  # CI time-outs and `timeout` send SIGTERM
+    stop_everything_on_sigterm()
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,6 @@ class Settings:
     chain_app_c_url: str
     # Keep the ASGI middleware's internal `http send`/`http receive` spans (off by default).
     keep_asgi_internal_spans: bool
-    # Level of the `app` loggers; libraries stay at WARNING (see logging_config.py).
-    log_level: str
     # Seconds: total budget of one downstream call made by /chain.
     chain_timeout_seconds: float
 
@@ -33,6 +31,5 @@ def load_settings() -> Settings:
         chain_app_b_url=os.environ.get("CHAIN_APP_B_URL", "http://app-b:8000").rstrip("/"),
         chain_app_c_url=os.environ.get("CHAIN_APP_C_URL", "http://app-c:8000").rstrip("/"),
         keep_asgi_internal_spans=_bool("KEEP_ASGI_INTERNAL_SPANS", False),
-        log_level=os.environ.get("LOG_LEVEL", "INFO").strip().upper(),
         chain_timeout_seconds=float(os.environ.get("CHAIN_TIMEOUT_SECONDS", "10")),
     )

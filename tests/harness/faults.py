@@ -44,7 +44,6 @@ from .processes import Process, free_port, wait_until
 class _Sink(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.posts += 1  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -69,7 +68,6 @@ class MetricsSink:
 
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer((LOOPBACK, 0), _Sink)
-        self.server.posts = 0  # type: ignore[attr-defined]
         self.port: int = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-sink", daemon=True)
         self.thread.start()

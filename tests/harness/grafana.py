@@ -194,12 +194,6 @@ class LogQuery:
     def stream_labels(self) -> set[str]:
         return {m.name for m in self.selector}
 
-    def extracted_labels(self) -> set[str]:
-        return {name for stage in self.stages if stage.kind == "regexp" for name in re.compile(stage.value).groupindex}
-
-    def filtered_labels(self) -> set[str]:
-        return {m.name for stage in self.stages if stage.kind == "filter" for group in stage.any_of for m in group}
-
 
 def _unquote(token: str) -> str:
     if token.startswith("`"):

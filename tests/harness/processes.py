@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -35,6 +36,16 @@ def free_port() -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError(f"no free loopback port in {_PORT_RANGE}")
+
+
+def stop_everything_on_sigterm() -> None:
+    """Turn SIGTERM (CI time-outs, `timeout`, `kill`) into KeyboardInterrupt: it unwinds fixtures
+    and `finally` blocks, so every process started is stopped by its PID."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 class ProcessExited(RuntimeError):
