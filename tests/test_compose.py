@@ -451,7 +451,7 @@ def test_loki_config_takes_otlp_with_structured_metadata(services: dict[str, dic
 
 def test_jaeger_cassandra_variant(services: dict[str, dict[str, Any]]) -> None:
     config = yaml.safe_load((REPO / "backends" / "jaeger-cassandra.yaml").read_text())
-    badger = yaml.safe_load(interpolate_env_defaults((REPO / "backends" / "jaeger.yaml").read_text()))
+    badger = yaml.safe_load(compose_file.with_env_defaults((REPO / "backends" / "jaeger.yaml").read_text()))
     cassandra = config["extensions"]["jaeger_storage"]["backends"]["cassandra_store"]["cassandra"]
     assert cassandra["schema"]["create"] is True, "Jaeger v2 creates its schema: no schema job"
     assert cassandra["schema"]["datacenter"] == services["cassandra"]["environment"]["CASSANDRA_DC"]
@@ -465,11 +465,6 @@ def test_jaeger_cassandra_variant(services: dict[str, dict[str, Any]]) -> None:
     override = load(OVERRIDES["cassandra"])["services"]["jaeger"]
     assert override["command"] == ["--config=/etc/jaeger/jaeger-cassandra.yaml"]
     assert "./backends/jaeger-cassandra.yaml:/etc/jaeger/jaeger-cassandra.yaml:ro" in override["volumes"]
-
-
-def interpolate_env_defaults(text: str) -> str:
-    """`${env:NAME:-default}` (the Collector's syntax) replaced by its default."""
-    return re.sub(r"\$\{env:[A-Z_]+:-([^}]*)\}", r"\1", text)
 
 
 # ---------------------------------------------------------------- make targets and their scripts

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from harness import compose as compose_file
+from harness.paths import REPO, read_env_file
 
-REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILES = [
     REPO / "docker-compose.yaml",
     REPO / "backends" / "compose.default-logging.yaml",
@@ -52,21 +52,6 @@ def git(*args: str) -> subprocess.CompletedProcess[str]:
     if not (REPO / ".git").exists():
         pytest.fail("the repo's .git is needed to check what is tracked and ignored")
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
-
-
-def env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
-
-
-def with_env_defaults(text: str) -> str:
-    """The Collector's `${env:NAME:-default}` replaced by its default, as compose runs it."""
-    return re.sub(r"\$\{env:[A-Z_]+:-([^}]*)\}", r"\1", text)
 
 
 # ---------------------------------------------------------------- users and privileges
@@ -112,7 +97,7 @@ def test_no_service_gets_host_privileges() -> None:
 
 
 def test_committed_env_holds_only_versions() -> None:
-    values = env_file(REPO / ".env")
+    values = read_env_file(REPO / ".env")
     assert values
     for key, value in values.items():
         assert not SECRET_WORDS.search(key), f".env: {key} looks like a credential; .env is committed"
@@ -122,7 +107,7 @@ def test_committed_env_holds_only_versions() -> None:
 
 def test_service_env_file_holds_no_credentials() -> None:
     """services/otel.env is committed and reaches every app container (compose `env_file`)."""
-    values = env_file(REPO / "services" / "otel.env")
+    values = read_env_file(REPO / "services" / "otel.env")
     for key, value in values.items():
         assert not SECRET_WORDS.search(key), f"otel.env: {key}"
         # OTLP headers are where a vendor token would go (OTEL_EXPORTER_OTLP_HEADERS=...).
@@ -171,7 +156,7 @@ DEBUG_EXTENSIONS = ("zpages", "pprof", "remotetap", "expvar")
 
 
 def test_collector_debug_surface_is_loopback_only_and_no_payload_logging() -> None:
-    config = yaml.safe_load(with_env_defaults((REPO / "collector" / "config.yaml").read_text()))
+    config = yaml.safe_load(compose_file.with_env_defaults((REPO / "collector" / "config.yaml").read_text()))
     for name, settings in (config.get("extensions") or {}).items():
         if name.split("/")[0] in DEBUG_EXTENSIONS:
             endpoint = str((settings or {}).get("endpoint", ""))
@@ -185,7 +170,7 @@ def test_collector_debug_surface_is_loopback_only_and_no_payload_logging() -> No
 
 @pytest.mark.parametrize("config", ["jaeger.yaml", "jaeger-cassandra.yaml"])
 def test_jaeger_enables_no_debug_extension(config: str) -> None:
-    document = yaml.safe_load(with_env_defaults((REPO / "backends" / config).read_text()))
+    document = yaml.safe_load(compose_file.with_env_defaults((REPO / "backends" / config).read_text()))
     enabled = document["service"]["extensions"]
     assert not [e for e in enabled if e.split("/")[0] in DEBUG_EXTENSIONS], enabled
     for pipeline, spec in document["service"]["pipelines"].items():

@@ -47,6 +47,12 @@ class ComposeLoader(yaml.SafeLoader):
     """PyYAML's safe loader plus compose's merge tags `!override` and `!reset`."""
 
 
+def with_env_defaults(text: str) -> str:
+    """A Collector or Jaeger config's `${env:NAME:-default}` replaced by its default: the config
+    as compose runs it, which sets none of those variables."""
+    return re.sub(r"\$\{env:[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
 def _construct_tagged(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     if isinstance(node, yaml.MappingNode):
         return loader.construct_mapping(node, deep=True)
