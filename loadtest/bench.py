@@ -28,6 +28,7 @@ is stopped by PID, also on Ctrl-C. Short runs: --rounds 1 --duration 3 --variant
 """
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -56,8 +57,16 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness.apps import APP_NAMES, CONTAINER_PORT, SERVICES_DIR, VENV_BIN, App, app_environment, container_command  # noqa: E402
 from harness.clients import metric_total, scrape  # noqa: E402
+from harness.faults import RssSampler  # noqa: E402
 from harness.paths import versions  # noqa: E402
-from harness.processes import Process, free_port, start, stop_everything_on_sigterm, wait_until  # noqa: E402
+from harness.processes import (  # noqa: E402
+    Process,
+    ProcessExited,
+    free_port,
+    start,
+    stop_everything_on_sigterm,
+    wait_until,
+)
 from harness.stack import Stack, start_stack  # noqa: E402
 
 DOCS = REPO / "docs"
@@ -481,11 +490,9 @@ def capacity(stack: Stack, binary: Path, workdir: Path, seconds: float, rates: t
             "bench-capacity",
         ]
         generator = start(f"telemetrygen-{rate}", argv, {}, workdir)
-        peak_rss = 0
         try:
-            while generator.alive() and time.monotonic() - started < seconds + 60:
-                peak_rss = max(peak_rss, status_kib(pid, "VmRSS"))
-                time.sleep(0.25)
+            with RssSampler(pid, interval=0.25) as rss, contextlib.suppress(subprocess.TimeoutExpired):
+                generator.popen.wait(timeout=seconds + 60)  # telemetrygen stops after --duration
         finally:
             generator.stop()
         generated_for = time.monotonic() - started
@@ -516,7 +523,7 @@ def capacity(stack: Stack, binary: Path, workdir: Path, seconds: float, rates: t
             "generator_dropped_spans": max(0, generated - accepted) if counts["refused"] == 0 else None,
             "collector_cpu_cores": round(cpu / generated_for, 3),
             "collector_cpu_us_per_span": round(cpu / max(1, accepted) * 1e6, 2),
-            "collector_peak_rss_mib": round(peak_rss / 1024, 1),
+            "collector_peak_rss_mib": round(rss.peak, 1),
             "backends_cpu_cores": round(backends_cpu / generated_for, 3),
         }
         steps.append(step)
@@ -548,6 +555,8 @@ def profile(stack: Stack, app_set: AppSet, args: argparse.Namespace) -> dict[str
     """py-spy samples app-a's worker (threads holding the GIL) during a `/` run."""
     REPORTS.mkdir(exist_ok=True)
     raw = REPORTS / f"bench-profile-{app_set.variant.key}.txt"
+    output = raw.with_suffix(".log")
+    sink = output.open("wb")
     spy = subprocess.Popen(  # noqa: S603
         [
             str(VENV_BIN / "py-spy"),
@@ -566,11 +575,18 @@ def profile(stack: Stack, app_set: AppSet, args: argparse.Namespace) -> dict[str
             "--output",
             str(raw),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=subprocess.STDOUT,
     )
+    sink.close()
+
+    def attached() -> bool:
+        if spy.poll() is not None:
+            raise ProcessExited(f"py-spy exited {spy.returncode}: {output.read_text()}")
+        return "Sampling process" in output.read_text()  # printed once it is attached
+
     try:
-        time.sleep(0.5)
+        wait_until(attached, "py-spy to attach", timeout=15, interval=0.05)
         wrk(app_set.apps["app-a"].url + "/", args.concurrency, args.duration)
         spy.wait(timeout=args.duration + 30)
     finally:
