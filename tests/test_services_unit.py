@@ -9,10 +9,8 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,9 +34,9 @@ from app.logging_config import (
 from app.main import app, settings
 from app.metrics import UNMATCHED_PATH
 from app.telemetry import sampled_trace_id
-from harness.apps import container_command
+from harness.apps import VENV_BIN, container_command
 from harness.paths import read_env_file
-from harness.processes import free_port
+from harness.processes import free_port, start, wait_until
 
 SERVICES = Path(__file__).resolve().parent.parent / "services"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -243,58 +241,33 @@ def otel_env() -> dict[str, str]:
     return read_env_file(SERVICES / "otel.env")
 
 
-def poll(probe: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if probe():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 class Service:
-    """The container command as a child process, its stdout in a file."""
+    """The container command as a child process (harness.processes: own session, output in a
+    file, stopped by PID), with services/otel.env and `overrides` as its environment."""
 
     def __init__(self, tmp_path: Path, **overrides: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.output = tmp_path / f"service-{self.port}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))}
-        env.update(otel_env())
-        env.update(PORT=str(self.port), PATH=f"{SERVICES / '.venv' / 'bin'}{os.pathsep}{env['PATH']}")
-        env.update(overrides)
-        with self.output.open("wb") as sink:
-            self.process = subprocess.Popen(
-                container_command(),
-                cwd=SERVICES,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        poll(lambda: self.alive() and httpx.get(f"{self.url}/healthz").status_code == 200, "/healthz")
+        env = {
+            **otel_env(),
+            "PORT": str(self.port),
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+            **overrides,
+        }
+        self.process = start(f"service-{self.port}", container_command(), env, tmp_path, cwd=SERVICES)
 
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"service exited {self.process.returncode}:\n{self.output.read_text()}")
-        return True
+        def healthy() -> bool:
+            self.process.ensure_alive()
+            return httpx.get(f"{self.url}/healthz").status_code == 200
 
-    def stop(self, timeout: float = 30.0) -> int:
+        wait_until(healthy, "/healthz")
+
+    def stop(self) -> int:
         """SIGTERM to gunicorn's PID, as `docker stop` does; SIGKILL the group if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+        return self.process.stop(timeout=30)
 
     def text(self) -> str:
-        return self.output.read_text()
+        return self.process.output()
 
 
 @pytest.fixture
