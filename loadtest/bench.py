@@ -902,8 +902,6 @@ def main() -> int:
             "error: wrk is missing: apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)", file=sys.stderr
         )
         return 1
-    for key in [k for k in os.environ if k.startswith("OTEL_")]:
-        del os.environ[key]  # the variants' settings come from compose and this script only
 
     variants = [v for v in VARIANTS if v.key in args.variants.split(",")]
     for spec in args.extra:

@@ -79,9 +79,11 @@ def start_collector(
     name: str = "collector",
     queue_dir: Path | None = None,
     ports: tuple[int, int, int, int] | None = None,
+    overrides: Mapping[str, str] = {},
 ) -> Collector:
     """collector/config.yaml on the real Collector; only its env-var addresses differ from compose.
-    Pass `queue_dir` and `ports` of an earlier instance to restart it in place."""
+    Pass `queue_dir` and `ports` of an earlier instance to restart it in place; `overrides` set
+    more of its `${env:...}` settings (e.g. COLLECTOR_MEMORY_LIMIT_MIB)."""
     grpc, http, health, metrics = ports or (free_port(), free_port(), free_port(), free_port())
     queue = queue_dir or workdir / f"{name}-queue"
     env = {
@@ -96,6 +98,7 @@ def start_collector(
         "JAEGER_OTLP_ENDPOINT": jaeger_otlp,
         "LOKI_OTLP_ENDPOINT": loki_url,
         "PROMETHEUS_OTLP_ENDPOINT": prometheus_otlp_url,
+        **overrides,
     }
     argv = [str(binaries()["OTELCOL"]), *compose_argv(spec, "collector")]
     collector = Collector(start(name, argv, env, workdir), grpc, http, health, metrics, queue)

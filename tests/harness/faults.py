@@ -86,8 +86,8 @@ class MetricsSink:
 
 @contextlib.contextmanager
 def environment(overrides: Mapping[str, str]) -> Iterator[None]:
-    """`overrides` in os.environ while a process is started (the harness' `start` passes the
-    test process' environment on): how the Collector gets e.g. COLLECTOR_MEMORY_LIMIT_MIB."""
+    """`overrides` in this process' os.environ for the block: for SDK objects built in-process,
+    which read their settings from the environment."""
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
     try:
@@ -173,18 +173,18 @@ def _launch_collector(parts: _Parts, env: Mapping[str, str], previous: Collector
         ports = (previous.grpc_port, previous.http_port, previous.health_port, previous.metrics_port)
         queue_dir = previous.queue_dir
     runs = len(list(parts.workdir.glob("collector-*.log")))
-    with environment(env):
-        return start_collector(
-            parts.spec,
-            parts.workdir,
-            tempo_otlp=parts.tempo.otlp_grpc_endpoint,
-            jaeger_otlp=parts.jaeger.otlp_grpc_endpoint,
-            loki_url=parts.loki.otlp_url,
-            prometheus_otlp_url=f"{parts.sink.url}/api/v1/otlp",
-            name=f"collector-{runs}",  # a log file per run
-            queue_dir=queue_dir or parts.workdir / "collector-queue",
-            ports=ports,
-        )
+    return start_collector(
+        parts.spec,
+        parts.workdir,
+        tempo_otlp=parts.tempo.otlp_grpc_endpoint,
+        jaeger_otlp=parts.jaeger.otlp_grpc_endpoint,
+        loki_url=parts.loki.otlp_url,
+        prometheus_otlp_url=f"{parts.sink.url}/api/v1/otlp",
+        name=f"collector-{runs}",  # a log file per run
+        queue_dir=queue_dir or parts.workdir / "collector-queue",
+        ports=ports,
+        overrides=env,
+    )
 
 
 def start_pipeline(workdir: Path, **collector_env: str) -> Pipeline:

@@ -109,10 +109,12 @@ class Process:
 def start(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path, cwd: Path | None = None) -> Process:
     """Start `argv` in its own session (so a hung tree can be killed whole), output to a log file."""
     log = log_dir / f"{name}.log"
+    # Not the caller's OTEL_*/PROMETHEUS_* settings: every program gets exactly what it is given.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))}
     with log.open("wb") as sink:
         popen = subprocess.Popen(
             list(argv),
-            env={**os.environ, **env},
+            env={**inherited, **env},
             cwd=cwd,
             stdout=sink,
             stderr=subprocess.STDOUT,
