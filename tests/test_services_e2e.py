@@ -10,7 +10,6 @@ Latency is never asserted here (no timing assertions in tests): the benchmark me
 """
 
 import contextlib
-import json
 import re
 import signal
 import socket
@@ -26,7 +25,7 @@ import pytest
 from app.logging_config import FIRST_LINE_REGEX, LINE_REGEX
 from harness import compose
 from harness.apps import App, start_app
-from harness.clients import JaegerAPI, PrometheusAPI, metric_total, parent_id, scrape, span_tags
+from harness.clients import JaegerAPI, PrometheusAPI, metric_total, otlp_log_records, parent_id, scrape, span_tags
 from harness.load import BoundedLoad
 from harness.processes import wait_until
 from harness.stack import Stack
@@ -120,24 +119,8 @@ def prometheus_value(prometheus: PrometheusAPI, promql: str) -> float | None:
 
 
 def loki_records(stack: Stack, service: str) -> list[dict[str, Any]]:
-    """The Loki stand-in's OTLP log records of `service`, each with its resource attributes
-    under `resource`."""
-    records: list[dict[str, Any]] = []
-    if not stack.loki.records_file.exists():
-        return records
-    for line in stack.loki.records_file.read_text().splitlines():
-        try:
-            export = json.loads(line)
-        except json.JSONDecodeError:  # the stand-in is still writing its last line
-            continue
-        for resource_logs in export.get("resourceLogs", []):
-            attributes = resource_logs.get("resource", {}).get("attributes", [])
-            resource = {a["key"]: next(iter(a["value"].values()), None) for a in attributes}
-            if resource.get("service.name") != service:
-                continue
-            for scope_logs in resource_logs.get("scopeLogs", []):
-                records += [{**record, "resource": resource} for record in scope_logs.get("logRecords", [])]
-    return records
+    """The Loki stand-in's OTLP log records of `service`."""
+    return [record for record in otlp_log_records(stack.loki.records_file) if record["service"] == service]
 
 
 def exemplars(exposition: str) -> list[tuple[dict[str, str], str]]:

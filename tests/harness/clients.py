@@ -93,19 +93,21 @@ class PrometheusAPI:
 
 def otlp_log_records(records_file: Path) -> list[dict[str, Any]]:
     """Log records the Loki stand-in wrote (OTLP JSON, one export request per line), each with
-    its resource's service.name under `service`."""
+    its resource's attributes under `resource` and its service.name under `service`."""
     if not records_file.exists():
         return []
     records = []
     for line in records_file.read_text().splitlines():
-        if not line.strip():
+        try:
+            export = json.loads(line)
+        except json.JSONDecodeError:  # blank, or the stand-in is still writing its last line
             continue
-        for resource_logs in json.loads(line).get("resourceLogs", []):
-            attributes = {a["key"]: a["value"] for a in resource_logs.get("resource", {}).get("attributes", [])}
-            service = attributes.get("service.name", {}).get("stringValue")
+        for resource_logs in export.get("resourceLogs", []):
+            attributes = resource_logs.get("resource", {}).get("attributes", [])
+            resource = {a["key"]: next(iter(a["value"].values()), None) for a in attributes}
             for scope_logs in resource_logs.get("scopeLogs", []):
                 for record in scope_logs.get("logRecords", []):
-                    records.append({**record, "service": service})
+                    records.append({**record, "resource": resource, "service": resource.get("service.name")})
     return records
 
 
