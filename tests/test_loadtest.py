@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 
 from app.main import app as fastapi_app
 from harness import compose
-from harness.apps import APP_NAMES, CONTAINER_PORT, App, locust_command, start_app
+from harness.apps import APP_NAMES, CONTAINER_PORT, App, locust_command, start_apps
 from harness.processes import free_port
 
 # The bad-input cases the mix adds to the routes (loadtest/locustfile.py ENDPOINTS).
@@ -33,12 +33,8 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, App]]:
     spec = compose.load()
     ports = {name: free_port() for name in APP_NAMES}
     addresses = {f"{name}:{CONTAINER_PORT}": f"127.0.0.1:{port}" for name, port in ports.items()}
-    started: dict[str, App] = {}
+    started = start_apps(spec, workdir, addresses, ports, overrides=NO_EXPORT, prefix="loadtest-")
     try:
-        for name in reversed(APP_NAMES):
-            started[name] = start_app(
-                spec, name, workdir, addresses, port=ports[name], overrides=NO_EXPORT, name=f"loadtest-{name}"
-            )
         yield started
     finally:
         for app in started.values():

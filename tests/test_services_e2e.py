@@ -62,15 +62,8 @@ def unique(prefix: str) -> str:
 
 
 def service_spans(jaeger: JaegerAPI, service: str, operation: str | None = None) -> list[dict[str, Any]]:
-    """Every stored span of `service` (not of the other services in its traces), each with its
-    process (service name and resource tags) under `process`."""
-    spans: dict[str, dict[str, Any]] = {}
-    for trace in jaeger.traces(service, operation):
-        for span in trace["spans"]:
-            process = trace["processes"][span["processID"]]
-            if process["serviceName"] == service:
-                spans[span["spanID"]] = {**span, "process": process}
-    return list(spans.values())
+    """Every stored span of `service`, once each (a span id seen twice is one span)."""
+    return list({span["spanID"]: span for span in jaeger.service_spans(service, operation)}.values())
 
 
 def settle(fetch: Callable[[], T], done: Callable[[T], bool], what: str) -> T:

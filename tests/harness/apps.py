@@ -81,6 +81,30 @@ def start_app(
     return app
 
 
+def start_apps(
+    spec: dict[str, Any],
+    workdir: Path,
+    addresses: Mapping[str, str],
+    ports: Mapping[str, int],
+    *,
+    overrides: Mapping[str, str] = {},
+    prefix: str = "",
+) -> dict[str, App]:
+    """app-a, app-b and app-c on `ports`, app-a (which calls the others) last; if one fails to
+    start, the ones already running are stopped."""
+    started: dict[str, App] = {}
+    try:
+        for service in reversed(APP_NAMES):
+            started[service] = start_app(
+                spec, service, workdir, addresses, port=ports[service], overrides=overrides, name=prefix + service
+            )
+    except BaseException:
+        for app in started.values():
+            app.process.stop()
+        raise
+    return started
+
+
 def locust_command(apps: dict[str, App], *options: str) -> list[str]:
     """loadtest/locustfile.py against these apps (app-a is the host), plus Locust `options`."""
     return [

@@ -245,3 +245,17 @@ def start_prometheus(spec: dict[str, Any], workdir: Path, targets: Mapping[str, 
     prometheus = Prometheus(start("prometheus", argv, {}, workdir), port, config_file, dropped)
     wait_until(lambda: _healthy(prometheus.process, f"{prometheus.url}/-/ready"), "Prometheus ready", timeout=60)
     return prometheus
+
+
+def start_log_and_trace_backends(
+    spec: dict[str, Any], workdir: Path, prometheus_url: str, started: list[Process]
+) -> tuple[LokiStandin, Jaeger, Jaeger]:
+    """The Loki stand-in, Jaeger and the Tempo stand-in (a second Jaeger), each appended to
+    `started` as soon as it runs, so the caller can stop them if a later start fails."""
+    loki = start_loki_standin(workdir)
+    started.append(loki.process)
+    jaeger = start_jaeger(spec, workdir, name="jaeger", prometheus_url=prometheus_url)
+    started.append(jaeger.process)
+    tempo = start_jaeger(spec, workdir, name="tempo-standin", prometheus_url=prometheus_url)
+    started.append(tempo.process)
+    return loki, jaeger, tempo

@@ -42,6 +42,16 @@ class JaegerAPI:
         data: list[dict[str, Any]] = response.json()["data"] or []
         return data
 
+    def service_spans(self, service: str, operation: str | None = None) -> list[dict[str, Any]]:
+        """Every stored copy of every span of `service` (not of the other services in its
+        traces), each with its process (service name and resource tags) under `process`."""
+        return [
+            {**span, "process": trace["processes"][span["processID"]]}
+            for trace in self.traces(service, operation)
+            for span in trace["spans"]
+            if trace["processes"][span["processID"]]["serviceName"] == service
+        ]
+
     def all_spans(self, services: list[str]) -> dict[str, dict[str, Any]]:
         """Every stored span of traces touching `services`, by span id (traces overlap, ids don't)."""
         spans: dict[str, dict[str, Any]] = {}

@@ -33,7 +33,7 @@ from .backends import (
     LokiStandin,
     start_collector,
     start_jaeger,
-    start_loki_standin,
+    start_log_and_trace_backends,
 )
 from .clients import JaegerAPI, scrape
 from .processes import Process, free_port, wait_until
@@ -194,12 +194,7 @@ def start_pipeline(workdir: Path, **collector_env: str) -> Pipeline:
     sink = MetricsSink()
     started: list[Process] = []
     try:
-        loki = start_loki_standin(workdir)
-        started.append(loki.process)
-        jaeger = start_jaeger(spec, workdir, name="jaeger", prometheus_url=sink.url)
-        started.append(jaeger.process)
-        tempo = start_jaeger(spec, workdir, name="tempo-standin", prometheus_url=sink.url)
-        started.append(tempo.process)
+        loki, jaeger, tempo = start_log_and_trace_backends(spec, workdir, sink.url, started)
         parts = _Parts(spec, workdir, sink, loki, jaeger, tempo)
         collector = _launch_collector(parts, collector_env)
         return Pipeline(spec, workdir, sink, loki, jaeger, tempo, collector, dict(collector_env))
@@ -226,13 +221,8 @@ class Stored:
 
 
 def stored_spans(api_url: str, service: str) -> Stored:
-    copies, ids = 0, set()
-    for trace in JaegerAPI(api_url).traces(service):
-        for span in trace["spans"]:
-            if trace["processes"][span["processID"]]["serviceName"] == service:
-                copies += 1
-                ids.add(span["spanID"])
-    return Stored(copies, ids)
+    spans = JaegerAPI(api_url).service_spans(service)
+    return Stored(len(spans), {span["spanID"] for span in spans})
 
 
 def wait_for_spans(api_url: str, service: str, expected: int, timeout: float = 90) -> Stored:

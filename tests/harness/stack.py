@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from . import compose
-from .apps import APP_NAMES, CONTAINER_PORT, App, start_app
+from .apps import APP_NAMES, CONTAINER_PORT, App, start_apps
 from .backends import (
     LOOPBACK,
     Collector,
@@ -13,8 +13,7 @@ from .backends import (
     LokiStandin,
     Prometheus,
     start_collector,
-    start_jaeger,
-    start_loki_standin,
+    start_log_and_trace_backends,
     start_prometheus,
 )
 from .processes import Process, free_port
@@ -63,12 +62,7 @@ def start_stack(workdir: Path) -> Stack:
     prometheus_url = f"http://{LOOPBACK}:{prometheus_port}"
     started: list[Process] = []
     try:
-        loki = start_loki_standin(workdir)
-        started.append(loki.process)
-        jaeger = start_jaeger(spec, workdir, name="jaeger", prometheus_url=prometheus_url)
-        started.append(jaeger.process)
-        tempo = start_jaeger(spec, workdir, name="tempo-standin", prometheus_url=prometheus_url)
-        started.append(tempo.process)
+        loki, jaeger, tempo = start_log_and_trace_backends(spec, workdir, prometheus_url, started)
         collector = start_collector(
             spec,
             workdir,
@@ -84,9 +78,7 @@ def start_stack(workdir: Path) -> Stack:
         prometheus = start_prometheus(spec, workdir, targets, prometheus_port)
         started.append(prometheus.process)
         stack = Stack(spec, workdir, loki, jaeger, tempo, collector, prometheus, app_ports)
-        for name in reversed(APP_NAMES):  # app-a calls the others: start it last
-            stack.apps[name] = start_app(spec, name, workdir, stack.app_addresses(), port=app_ports[name])
-            started.append(stack.apps[name].process)
+        stack.apps = start_apps(spec, workdir, stack.app_addresses(), app_ports)
         return stack
     except BaseException:
         for process in reversed(started):
