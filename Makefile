@@ -18,11 +18,11 @@ $(VENV)/.synced: services/pyproject.toml services/uv.lock
 	@touch $@
 
 native: ## Build the Collector, Jaeger and Prometheus from source at the .env versions (cached)
-	tests/native/build.sh
+	native/build.sh
 
 lint: venv ## ruff (lint + format) and mypy
-	$(BIN)/ruff check services tests loadtest grafana
-	$(BIN)/ruff format --check services tests loadtest grafana
+	$(BIN)/ruff check services native tests loadtest grafana
+	$(BIN)/ruff format --check services native tests loadtest grafana
 	$(BIN)/mypy
 
 test: lint native ## Lint, build the native binaries, run every test (pytest exit 5, no tests, fails too)
@@ -45,24 +45,24 @@ STACK_ENV = LOKI_DRIVER='$(LOKI_DRIVER)' JAEGER_STORAGE='$(JAEGER_STORAGE)' PROF
 .PHONY: up down logs ps clean
 
 up: ## Start the stack (Docker): Loki driver, Grafana password, build, wait until healthy, print URLs
-	@$(STACK_ENV) backends/scripts/up.sh
+	@$(STACK_ENV) compose/up.sh
 
 down: ## Stop and remove the stack's containers; keep its data volumes
-	@$(STACK_ENV) backends/scripts/compose.sh down
+	@$(STACK_ENV) compose/run.sh down
 
 logs: ## Follow the stack's logs (SERVICE=app-a for one service)
-	@$(STACK_ENV) backends/scripts/compose.sh logs --follow --tail=100 $(SERVICE)
+	@$(STACK_ENV) compose/run.sh logs --follow --tail=100 $(SERVICE)
 
 ps: ## List the stack's containers with their health
-	@$(STACK_ENV) backends/scripts/compose.sh ps
+	@$(STACK_ENV) compose/run.sh ps
 
 clean: ## Stop the stack and DELETE its volumes: all traces, logs, metrics and Grafana state
 	@echo "make clean: removing the containers AND the data volumes (traces, logs, metrics, Grafana's database)."
 	@echo "            .secrets/grafana-admin-password is kept; the next 'make up' starts from empty stores."
-	@$(STACK_ENV) backends/scripts/compose.sh down --volumes
+	@$(STACK_ENV) compose/run.sh down --volumes
 
 # ---- Load and benchmark (loadtest/) ---------------------------------------------------------------
-# Options: NATIVE=1              against the native stack (tests/harness, built by `make native`)
+# Options: NATIVE=1              against the native stack (native/, built by `make native`)
 #                                instead of the compose stack started by `make up`
 #          USERS=50 SPAWN_RATE=10 DURATION=1m   `make load-headless`'s load shape
 #          BENCH_ARGS="--rounds 1 --duration 3"  passed to loadtest/bench.py (--help lists them)
@@ -80,7 +80,7 @@ LOCUST_HEADLESS = --headless --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-t
 load: $(if $(native_load),venv native) ## Locust web UI on http://127.0.0.1:8089 (compose; NATIVE=1: native stack until Ctrl-C)
 ifeq ($(native_load),)
 	@# `make up PROFILES=load`: the whole stack (idempotent) plus the locust service.
-	@$(STACK_ENV) PROFILES='$(PROFILES) load' backends/scripts/up.sh
+	@$(STACK_ENV) PROFILES='$(PROFILES) load' compose/up.sh
 	@echo "Locust web UI: http://127.0.0.1:8089 (host app-a; 'make down' stops it with the stack)"
 else
 	@echo "Locust web UI: http://127.0.0.1:8089 once the native stack is up; Ctrl-C stops everything"

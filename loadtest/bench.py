@@ -2,7 +2,7 @@
 
 One run, one machine, one load generator (wrk, closed loop, fixed concurrency):
 
-1. Overhead. The native stack (tests/harness: the real Collector, Jaeger, the Jaeger standing in
+1. Overhead. The native stack (nativestack: the real Collector, Jaeger, the Jaeger standing in
    for Tempo, the Loki stand-in, Prometheus) plus one trio of app-a/b/c per variant, each launched
    like its container (services/Dockerfile's CMD, compose's environment):
      uninstrumented   plain gunicorn, same app and gunicorn.conf.py (no agent: no SDK at all)
@@ -51,15 +51,9 @@ from typing import Any
 
 import httpx
 
-LOADTEST = Path(__file__).resolve().parent
-REPO = LOADTEST.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-from harness.apps import APP_NAMES, CONTAINER_PORT, SERVICES_DIR, VENV_BIN, App, app_environment, container_command  # noqa: E402
-from harness.clients import metric_total, scrape  # noqa: E402
-from harness.faults import RssSampler  # noqa: E402
-from harness.paths import versions  # noqa: E402
-from harness.processes import (  # noqa: E402
+from nativestack.apps import APP_NAMES, CONTAINER_PORT, SERVICES_DIR, VENV_BIN, App, app_environment, container_command
+from nativestack.paths import versions
+from nativestack.processes import (
     Process,
     ProcessExited,
     free_port,
@@ -67,7 +61,12 @@ from harness.processes import (  # noqa: E402
     stop_everything_on_sigterm,
     wait_until,
 )
-from harness.stack import Stack, start_stack  # noqa: E402
+from nativestack.procfs import RssSampler, children, cpu_seconds, process_tree, status_kib
+from nativestack.scrape import metric_total, scrape
+from nativestack.stack import Stack, start_stack
+
+LOADTEST = Path(__file__).resolve().parent
+REPO = LOADTEST.parent
 
 DOCS = REPO / "docs"
 REPORTS = REPO / "reports"
@@ -139,45 +138,6 @@ VARIANTS = (
 )
 
 
-# ---------------------------------------------------------------------------------- /proc
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def process_tree(pid: int) -> list[int]:
-    tree = [pid]
-    for child in _children(pid):
-        tree += process_tree(child)
-    return tree
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes (threads included), from /proc/<pid>/stat."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    return 0
-
-
 # ---------------------------------------------------------------------------------- the apps
 
 
@@ -190,10 +150,10 @@ class AppSet:
         return [pid for name in names for pid in process_tree(self.apps[name].process.pid)]
 
     def worker_pid(self, name: str) -> int:
-        children = _children(self.apps[name].process.pid)
-        if len(children) != 1:
-            raise RuntimeError(f"{self.variant.key} {name}: expected one gunicorn worker, found {children}")
-        return children[0]
+        workers = children(self.apps[name].process.pid)
+        if len(workers) != 1:
+            raise RuntimeError(f"{self.variant.key} {name}: expected one gunicorn worker, found {workers}")
+        return workers[0]
 
     def processes(self) -> list[Process]:
         return [app.process for app in self.apps.values()]
@@ -267,7 +227,7 @@ def _ms(value: str, unit: str) -> float:
 
 def wrk(url: str, concurrency: int, seconds: float) -> dict[str, float]:
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "10s", "--latency", url]
-    output = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout  # noqa: S603
+    output = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     percentiles = {
         p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M)
     }
@@ -453,7 +413,7 @@ def span_losses(runs: list[Run], sets: dict[str, AppSet], final: dict[str, float
 
 
 def telemetrygen_binary() -> Path:
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [str(LOADTEST / "build_telemetrygen.sh")], capture_output=True, text=True, check=False, timeout=900
     )
     if result.returncode != 0:
@@ -557,7 +517,7 @@ def profile(stack: Stack, app_set: AppSet, args: argparse.Namespace) -> dict[str
     raw = REPORTS / f"bench-profile-{app_set.variant.key}.txt"
     output = raw.with_suffix(".log")
     sink = output.open("wb")
-    spy = subprocess.Popen(  # noqa: S603
+    spy = subprocess.Popen(
         [
             str(VENV_BIN / "py-spy"),
             "record",
@@ -696,7 +656,7 @@ def software(binary: Path | None) -> dict[str, str]:
         "otelcol (built from collector/manifest.yaml)": pinned["OTELCOL_VERSION"],
         "jaeger": pinned["JAEGER_VERSION"],
         "prometheus": pinned["PROMETHEUS_VERSION"],
-        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split(" [")[0],  # noqa: S607
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split(" [")[0],
     }
     if binary:
         found["telemetrygen"] = binary.parent.name.removeprefix("telemetrygen-")

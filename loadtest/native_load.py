@@ -1,6 +1,6 @@
 """`make load NATIVE=1` and `make load-headless NATIVE=1`: Locust against the native stack.
 
-Starts what the tests start (tests/harness: the real Collector, Jaeger, the Tempo stand-in, the
+Starts what the tests start (nativestack: the real Collector, Jaeger, the Tempo stand-in, the
 Loki stand-in, Prometheus and app-a/b/c, each on its own loopback port), prints where they
 listen, runs Locust with the given options against app-a (app-b/app-c by URL) until Locust
 exits or Ctrl-C, then stops every process it started, by PID.
@@ -14,12 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-LOADTEST = Path(__file__).resolve().parent
-sys.path.insert(0, str(LOADTEST.parent / "tests"))
-
-from harness.apps import locust_command  # noqa: E402
-from harness.processes import stop_everything_on_sigterm  # noqa: E402
-from harness.stack import start_stack  # noqa: E402
+from nativestack.apps import locust_command
+from nativestack.processes import stop_everything_on_sigterm
+from nativestack.stack import start_stack
 
 
 def stop_locust(locust: subprocess.Popen[bytes]) -> int:
@@ -52,7 +49,7 @@ def main() -> int:
             )
             argv = locust_command(apps, *sys.argv[1:])
             # Own session: Ctrl-C reaches this script only, which then stops Locust cleanly.
-            locust = subprocess.Popen(argv, start_new_session=True)  # noqa: S603
+            locust = subprocess.Popen(argv, start_new_session=True)
             return locust.wait()
         except KeyboardInterrupt:
             print("\nstopping Locust and the native stack...", flush=True)

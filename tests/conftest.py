@@ -5,10 +5,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.clients import JaegerAPI, PrometheusAPI
-from harness.processes import stop_everything_on_sigterm
-from harness.stack import Stack, start_stack
-from harness.traffic import Traffic, drive
+from helpers.clients import JaegerAPI, PrometheusAPI
+from helpers.traffic import Traffic, drive
+from nativestack.processes import stop_everything_on_sigterm
+from nativestack.stack import Stack, start_stack
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -4,7 +4,7 @@ Collector keeps serving."""
 import httpx
 import pytest
 
-from harness.stack import Stack
+from nativestack.stack import Stack
 
 SIGNALS = ["traces", "metrics", "logs"]
 

@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
-from harness import compose as compose_file
-from harness.paths import REPO, read_env_file
+from nativestack import compose as compose_file
+from nativestack.paths import REPO, read_env_file
 
 SHARED = REPO.parent / "shared"
 SCHEMA = SHARED / "schemas" / "compose-spec.json"
@@ -138,7 +138,7 @@ def test_locust_image_is_the_version_the_python_lock_pins() -> None:
 
 def test_loki_driver_plugin_version_is_pinned_in_env() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", ENV["LOKI_DOCKER_DRIVER_VERSION"])
-    assert "LOKI_DOCKER_DRIVER_VERSION" in (REPO / "backends" / "scripts" / "up.sh").read_text()
+    assert "LOKI_DOCKER_DRIVER_VERSION" in (REPO / "compose" / "up.sh").read_text()
 
 
 # ---------------------------------------------------------------- mounts, ports, users
@@ -383,11 +383,11 @@ def test_secrets_are_git_ignored() -> None:
     assert not tracked.stdout.strip(), ".secrets/ has tracked files"
 
 
-# ---------------------------------------------------------------- what the native harness reads
+# ---------------------------------------------------------------- what the native stack reads
 
 
-def test_commands_and_mounts_the_native_harness_maps(services: dict[str, dict[str, Any]]) -> None:
-    """tests/harness maps `--flag=<container path>` back to the repo through the bind mounts."""
+def test_commands_and_mounts_the_native_stack_maps(services: dict[str, dict[str, Any]]) -> None:
+    """nativestack maps `--flag=<container path>` back to the repo through the bind mounts."""
 
     def mount_of(service: str, container_path: str) -> str:
         return {target: source for source, target, _ in bind_mounts(services[service])}[container_path]
@@ -405,7 +405,7 @@ def test_commands_and_mounts_the_native_harness_maps(services: dict[str, dict[st
     ):
         assert flag in flags
     assert mount_of("prometheus", "/etc/prometheus/prometheus.yml") == "./backends/prometheus.yml"
-    assert all(re.fullmatch(r"--[a-z.-]+(=\S+)?", flag) for flag in flags), "the harness reads --flag[=value] only"
+    assert all(re.fullmatch(r"--[a-z.-]+(=\S+)?", flag) for flag in flags), "nativestack reads --flag[=value] only"
 
 
 # ---------------------------------------------------------------- backend configs
@@ -474,15 +474,15 @@ def test_make_targets_exist_with_help() -> None:
     makefile = (REPO / "Makefile").read_text()
     for target in ("up", "down", "logs", "ps", "clean"):
         assert re.search(rf"^{target}:.*## \S", makefile, re.MULTILINE), f"make {target} is missing or has no help"
-    for script in ("up.sh", "compose.sh", "lib.sh"):
-        path = REPO / "backends" / "scripts" / script
+    for script in ("up.sh", "run.sh", "lib.sh"):
+        path = REPO / "compose" / script
         assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0, script
         if script != "lib.sh":
             assert path.stat().st_mode & stat.S_IXUSR, f"{script} is not executable"
 
 
 FAKE_DOCKER = """#!/usr/bin/env bash
-# Answers what backends/scripts ask of docker; logs every call.
+# Answers what compose/*.sh ask of docker; logs every call.
 printf '%s\\n' "$*" >> "$FAKE_DOCKER_LOG"
 case "$*" in
 "compose version --short") [ -n "$FAKE_COMPOSE_VERSION" ] || exit 1; echo "$FAKE_COMPOSE_VERSION" ;;
@@ -504,7 +504,7 @@ def sandbox(tmp_path: Path) -> Path:
     `docker` first on PATH."""
     root = tmp_path / "repo"
     (root / "backends").mkdir(parents=True)
-    shutil.copytree(REPO / "backends" / "scripts", root / "backends" / "scripts")
+    shutil.copytree(REPO / "compose", root / "compose")
     for path in [REPO / ".env", COMPOSE_FILE, *OVERRIDES.values()]:
         shutil.copy2(path, root / path.relative_to(REPO))
     bin_dir = tmp_path / "bin"
@@ -533,7 +533,7 @@ def run_script(
     }
     variables |= env
     result = subprocess.run(
-        ["bash", str(sandbox / "repo" / "backends" / "scripts" / script), *args],
+        ["bash", str(sandbox / "repo" / "compose" / script), *args],
         capture_output=True,
         text=True,
         env=variables,
@@ -602,6 +602,6 @@ def test_make_up_picks_the_daemon_architecture_and_explains_failures(sandbox: Pa
 
 
 def test_make_down_and_ps_cover_every_profile(sandbox: Path) -> None:
-    result, calls = run_script(sandbox, "compose.sh", "down", "--volumes")
+    result, calls = run_script(sandbox, "run.sh", "down", "--volumes")
     assert result.returncode == 0, result.stderr
     assert calls[-1].endswith("--profile load --profile cassandra down --volumes")

@@ -5,7 +5,7 @@ the provisioning files and run against the real programs: every PromQL target (v
 real values) against the real Prometheus, exemplar links against the exemplars it really stored,
 trace ids found by the Loki derived fields and trace-to-logs queries against the real stdout lines
 and OTLP records and the traces in the real Jaeger. LogQL cannot run without Loki: it is parsed
-(a strict subset, tests/harness/grafana.py) and evaluated on the log lines Loki would hold, with
+(a strict subset, tests/helpers/grafana.py) and evaluated on the log lines Loki would hold, with
 the labels each log path gets in compose.
 
 Dashboard files are valid for the pinned Grafana (12.3) because they are generated with the
@@ -30,13 +30,13 @@ from grafana_foundation_sdk.cog import plugins, runtime
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from harness import compose
-from harness import grafana as gf
-from harness.clients import JaegerAPI, PrometheusAPI, otlp_log_records
-from harness.paths import REPO
-from harness.processes import wait_until
-from harness.stack import Stack
-from harness.traffic import Traffic
+from helpers import grafana as gf
+from helpers.clients import JaegerAPI, PrometheusAPI, otlp_log_records
+from helpers.traffic import Traffic
+from nativestack import compose
+from nativestack.paths import REPO
+from nativestack.processes import wait_until
+from nativestack.stack import Stack
 
 APPS = ["app-a", "app-b", "app-c"]
 SLOW = 120  # seconds: span and service-graph metrics flush every 15 s, rate() needs two points

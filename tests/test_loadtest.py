@@ -18,9 +18,9 @@ import pytest
 from fastapi.routing import APIRoute
 
 from app.main import app as fastapi_app
-from harness import compose
-from harness.apps import APP_NAMES, CONTAINER_PORT, App, locust_command, start_apps
-from harness.processes import free_port
+from nativestack import compose
+from nativestack.apps import APP_NAMES, CONTAINER_PORT, App, locust_command, start_apps
+from nativestack.processes import free_port
 
 # The bad-input cases the mix adds to the routes (loadtest/locustfile.py ENDPOINTS).
 ERROR_CASES = ("GET /items/{item_id} (not an integer: 422)", "GET /no/such/path (unknown path: 404)")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.backends import native_prometheus_config
-from harness.paths import REPO, binaries, versions
+from nativestack.backends import native_prometheus_config
+from nativestack.paths import REPO, binaries, versions
 
 COLLECTOR_CONFIG = REPO / "collector" / "config.yaml"
 MANIFEST = REPO / "collector" / "manifest.yaml"
@@ -76,7 +76,7 @@ def test_promtool_check_config_passes_on_the_shipped_and_native_configs(tmp_path
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-@pytest.mark.parametrize("config", ["backends/jaeger.yaml", "tests/native/loki-standin.yaml"])
+@pytest.mark.parametrize("config", ["backends/jaeger.yaml", "native/standins/loki-standin.yaml"])
 def test_backend_configs_validate(config: str) -> None:
     binary = binaries()["JAEGER" if "jaeger" in config else "LOKI_STANDIN"]
     env = {"LOKI_STANDIN_ENDPOINT": "127.0.0.1:1", "LOKI_STANDIN_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}

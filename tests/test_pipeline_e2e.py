@@ -1,6 +1,6 @@
 """Issue 3: every signal flows through the real Collector to real backends, nothing lost.
 
-Runs on the native stack (tests/harness): the Collector built from collector/manifest.yaml with
+Runs on the native stack (native/nativestack): the Collector built from collector/manifest.yaml with
 collector/config.yaml, Jaeger v2, a second Jaeger standing in for Tempo, a Collector standing in
 for Loki's OTLP endpoint, Prometheus 3 with backends/prometheus.yml, and the three apps.
 """
@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.clients import JaegerAPI, PrometheusAPI, by_service, metric_total, otlp_log_records, parent_id, scrape
-from harness.processes import wait_until
-from harness.stack import Stack
-from harness.traffic import Traffic
+from helpers.clients import JaegerAPI, PrometheusAPI, by_service, otlp_log_records, parent_id
+from helpers.traffic import Traffic
+from nativestack.processes import wait_until
+from nativestack.scrape import metric_total, scrape
+from nativestack.stack import Stack
 
 SERVICES = ["app-a", "app-b", "app-c"]
 SLOW = 90  # seconds: span metrics flush every 15 s, scrapes every 5 s, SDK metrics every 5 s

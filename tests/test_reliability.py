@@ -1,6 +1,6 @@
 """Issue 6, cases 1-6: what happens on a bad day, with nothing lost.
 
-Every case runs on a private pipeline (tests/harness/faults.py: the real Collector with
+Every case runs on a private pipeline (nativestack.pipeline: the real Collector with
 collector/config.yaml, Jaeger, a second Jaeger as the Tempo stand-in, the Loki stand-in) and the
 apps launched as compose launches them, so stopping and restarting its parts never disturbs the
 session `stack`. Loopback only; every process is stopped by its PID; every wait has a deadline.
@@ -31,16 +31,21 @@ import httpx
 import pytest
 import yaml
 
-from harness import faults
-from harness.clients import metric_total, otlp_log_records, scrape
-from harness.faults import Pipeline, RequestLoop, RssSampler, generate, percentile, wait_for_spans, window
-from harness.paths import REPO, read_env_file
-from harness.processes import wait_until
+from helpers.clients import otlp_log_records
+from helpers.environment import environment
+from helpers.request_loop import RequestLoop, Result, percentile, window
+from helpers.spans import generate, stored_spans, wait_for_spans
+from nativestack.counters import span_counters
+from nativestack.paths import REPO, read_env_file
+from nativestack.pipeline import Pipeline, start_pipeline
+from nativestack.processes import wait_until
+from nativestack.procfs import RssSampler
+from nativestack.scrape import metric_total, scrape
 
 FIGURES_FILE = REPO / "reports" / "reliability.json"
 OTEL_ENV = REPO / "services" / "otel.env"
 
-# The pipeline's sustainable rate on this 2-core machine, measured with faults.generate into the
+# The pipeline's sustainable rate on this 2-core machine, measured with helpers.spans.generate into the
 # Collector, Jaeger and the Tempo stand-in: 20k spans/s for 20 s was all accepted with the
 # exporter queues near empty; 30k/s already had 503s once the 50k-span queues filled
 # (docs/reliability.md, "Calibration"). Case 4 offers five times this.
@@ -64,7 +69,7 @@ def record(figures: dict[str, Any], case: str, **values: Any) -> None:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    running = faults.start_pipeline(tmp_path_factory.mktemp("reliability"))
+    running = start_pipeline(tmp_path_factory.mktemp("reliability"))
     try:
         yield running
     finally:
@@ -75,7 +80,7 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def latency_figures(results: list[faults.Result]) -> dict[str, float | int]:
+def latency_figures(results: list[Result]) -> dict[str, float | int]:
     latencies = [r.latency for r in results]
     return {
         "requests": len(latencies),
@@ -100,7 +105,7 @@ def test_sdk_exporter_timeout_is_long_enough_for_its_retries(figures: dict[str, 
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
     value = read_env_file(OTEL_ENV)["OTEL_EXPORTER_OTLP_TIMEOUT"]
-    with faults.environment({"OTEL_EXPORTER_OTLP_TIMEOUT": value}):
+    with environment({"OTEL_EXPORTER_OTLP_TIMEOUT": value}):
         http_timeout = HttpSpanExporter()._client._timeout
         grpc_exporter = GrpcSpanExporter(endpoint="http://127.0.0.1:9")
         grpc_timeout = grpc_exporter._timeout
@@ -198,8 +203,7 @@ def test_jaeger_down_60s_tempo_unaffected_and_jaeger_catches_up(pipeline: Pipeli
     jaeger = wait_for_spans(pipeline.jaeger.api_url, service, len(ids), timeout=120)
     t_caught_up = time.monotonic()
     tempo = wait_for_spans(pipeline.tempo.api_url, service, len(ids), timeout=30)
-    counters = faults.collector_counters(pipeline.collector)
-    refused = {k: v for k, v in counters.items() if ("refused" in k or "enqueue_failed" in k or "send_failed" in k)}
+    refused = span_counters(pipeline.collector.metrics_url).failures()
     record(
         figures,
         "jaeger_down",
@@ -250,7 +254,7 @@ def test_collector_restart_delivers_what_it_had_queued(pipeline: Pipeline, figur
     t_up = time.monotonic()
     jaeger = wait_for_spans(pipeline.jaeger.api_url, service, sent.accepted, timeout=120)
     t_delivered = time.monotonic()
-    tempo = faults.stored_spans(pipeline.tempo.api_url, service)
+    tempo = stored_spans(pipeline.tempo.api_url, service)
     record(
         figures,
         "collector_restart",
@@ -420,7 +424,7 @@ def test_overload_is_refused_retryably_within_memory_and_recovers(pipeline: Pipe
         )
         elapsed = time.monotonic() - t_start
     alive = collector.process.alive()
-    counters = faults.collector_counters(collector)
+    counters = span_counters(collector.metrics_url)
     log = collector.process.output()
     # Recovery: healthy, then a probe is accepted, then a steady 1k spans/s is accepted whole
     # and delivered to both backends.
@@ -445,8 +449,8 @@ def test_overload_is_refused_retryably_within_memory_and_recovers(pipeline: Pipe
         duration_s=round(elapsed, 1),
         statuses_by_spans={str(k): v for k, v in sorted(flood.statuses.items())},
         transport_errors=dict(flood.errors),
-        limiter_refused_spans=counters.get("otelcol_processor_memory_limiter_refused_spans_total", 0),
-        enqueue_failed_spans={k: v for k, v in counters.items() if "enqueue_failed" in k},
+        limiter_refused_spans=counters.memory_limiter_refused,
+        enqueue_failed_spans=counters.enqueue_failed,
         memory_limiter_mib=limit_mib,
         memory_spike_mib=spike_mib,
         memory_budget_mib=memory_budget,

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import compose as compose_file
-from harness.paths import REPO, read_env_file
+from nativestack import compose as compose_file
+from nativestack.paths import REPO, read_env_file
 
 COMPOSE_FILES = [
     REPO / "docker-compose.yaml",

@@ -23,13 +23,14 @@ import httpx
 import pytest
 
 from app.logging_config import FIRST_LINE_REGEX, LINE_REGEX
-from harness import compose
-from harness.apps import App, start_app
-from harness.clients import JaegerAPI, PrometheusAPI, metric_total, otlp_log_records, parent_id, scrape, span_tags
-from harness.load import BoundedLoad
-from harness.processes import wait_until
-from harness.stack import Stack
-from harness.traffic import Traffic
+from helpers.clients import JaegerAPI, PrometheusAPI, otlp_log_records, parent_id, span_tags
+from helpers.load import BoundedLoad
+from helpers.traffic import Traffic
+from nativestack import compose
+from nativestack.apps import App, start_app
+from nativestack.processes import wait_until
+from nativestack.scrape import metric_total, scrape
+from nativestack.stack import Stack
 
 T = TypeVar("T")
 

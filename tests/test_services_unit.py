@@ -34,9 +34,9 @@ from app.logging_config import (
 from app.main import app, settings
 from app.metrics import UNMATCHED_PATH
 from app.telemetry import sampled_trace_id
-from harness.apps import VENV_BIN, container_command
-from harness.paths import read_env_file
-from harness.processes import free_port, start, wait_until
+from nativestack.apps import VENV_BIN, container_command
+from nativestack.paths import read_env_file
+from nativestack.processes import free_port, start, wait_until
 
 SERVICES = Path(__file__).resolve().parent.parent / "services"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -242,7 +242,7 @@ def otel_env() -> dict[str, str]:
 
 
 class Service:
-    """The container command as a child process (harness.processes: own session, output in a
+    """The container command as a child process (nativestack.processes: own session, output in a
     file, stopped by PID), with services/otel.env and `overrides` as its environment."""
 
     def __init__(self, tmp_path: Path, **overrides: str) -> None:

@@ -5,7 +5,7 @@
 # Options (environment, set by make): LOKI_DRIVER, JAEGER_STORAGE, PROFILES (see lib.sh),
 # GRAFANA_ADMIN_PASSWORD (use this password instead of a generated one), UP_TIMEOUT (seconds).
 set -euo pipefail
-# shellcheck source=backends/scripts/lib.sh
+# shellcheck source=compose/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 PASSWORD_FILE="$REPO_ROOT/.secrets/grafana-admin-password"

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .paths import REPO
+from nativestack.paths import REPO
 
 GRAFANA_DIR = REPO / "grafana"
 DATASOURCES_FILE = GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yaml"

@@ -1,11 +1,11 @@
 # shellcheck shell=bash
-# Shared by up.sh and compose.sh (the `make up/down/logs/ps/clean` targets): the checks for
+# Shared by up.sh and run.sh (the `make up/down/logs/ps/clean` targets): the checks for
 # Docker and compose v2, and the docker compose command line that the make options select.
 #   LOKI_DRIVER=on|off            off: backends/compose.default-logging.yaml (no log plugin)
 #   JAEGER_STORAGE=badger|cassandra  cassandra: profile `cassandra` + backends/compose.cassandra.yaml
 #   PROFILES="load ..."           extra compose profiles (`load` = Locust)
 
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # `!override` in backends/compose.default-logging.yaml needs 2.24.4; --wait needs 2.1.1.
 MIN_COMPOSE_VERSION=2.24.4
 # docker-compose.yaml's `name:`; volumes are called <project>_<volume>.

@@ -1,7 +1,7 @@
 """docker-compose.yaml as docker compose sees it: `${VAR}` interpolated from .env, and compose's
 merge tags (`!override`, `!reset`) read.
 
-The harness takes the apps' environment and the backends' command-line flags from here, so the
+nativestack takes the apps' environment and the backends' command-line flags from here, so the
 native processes run with what compose would give the containers; tests/test_compose.py checks
 the file itself through the same loader.
 """

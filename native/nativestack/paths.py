@@ -25,7 +25,7 @@ def versions() -> dict[str, str]:
 
 
 def binaries() -> dict[str, Path]:
-    """Paths written by tests/native/build.sh (run `make native` first)."""
+    """Paths written by native/build.sh (run `make native` first)."""
     listing = NATIVE_CACHE / "binaries.env"
     if not listing.exists():
         raise FileNotFoundError(f"{listing} is missing: run `make native` to build the test binaries")

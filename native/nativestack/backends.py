@@ -181,7 +181,7 @@ def start_loki_standin(workdir: Path) -> LokiStandin:
     port = free_port()
     records = workdir / "loki-standin-records.jsonl"
     env = {"LOKI_STANDIN_ENDPOINT": f"{LOOPBACK}:{port}", "LOKI_STANDIN_FILE": str(records)}
-    config = REPO / "tests" / "native" / "loki-standin.yaml"
+    config = REPO / "native" / "standins" / "loki-standin.yaml"
     standin = LokiStandin(
         start("loki-standin", [str(binaries()["LOKI_STANDIN"]), f"--config={config}"], env, workdir), port, records
     )

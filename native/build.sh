@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the Apache-2.0 programs the end-to-end tests run (the Collector from our manifest, the
-# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../../.env.
+# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../.env.
 # Each lands in .cache/native/<name>-<key>/ and is reused while its key (version, plus the
 # manifest's hash for Collectors) is unchanged. Prints nothing but progress; exits non-zero
 # with a readable message on any failure.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/../.." && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${NATIVE_CACHE:-$root/.cache/native}
 mkdir -p "$cache"
 
@@ -84,13 +84,13 @@ build_prometheus() {
 manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
 
 collector_key=$(manifest_key "$root/collector/manifest.yaml")
-standin_key=$(manifest_key "$root/tests/native/loki-standin-manifest.yaml")
+standin_key=$(manifest_key "$root/native/standins/loki-standin-manifest.yaml")
 build_once otelcol "$collector_key" build_collector "$root/collector/manifest.yaml"
-build_once loki-standin "$standin_key" build_collector "$root/tests/native/loki-standin-manifest.yaml"
+build_once loki-standin "$standin_key" build_collector "$root/native/standins/loki-standin-manifest.yaml"
 build_once jaeger "$jaeger_version" build_jaeger
 build_once prometheus "$prometheus_version" build_prometheus
 
-# The test harness reads the binaries' paths from here rather than re-deriving the keys.
+# nativestack (native/nativestack/paths.py) reads the binaries' paths from here rather than re-deriving the keys.
 cat >"$cache/binaries.env" <<PATHS
 OTELCOL=$cache/otelcol-$collector_key/otelcol
 LOKI_STANDIN=$cache/loki-standin-$standin_key/otelcol

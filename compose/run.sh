@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make down/logs/ps/clean`: docker compose with the files the make options select (lib.sh),
-# after the same Docker and compose v2 checks as `make up`. Usage: compose.sh <subcommand> [args]
+# after the same Docker and compose v2 checks as `make up`. Usage: run.sh <subcommand> [args]
 set -euo pipefail
-# shellcheck source=backends/scripts/lib.sh
+# shellcheck source=compose/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 [ $# -gt 0 ] || die "usage: $0 <docker compose subcommand> [args...]"

@@ -1,6 +1,6 @@
-"""The test harness's own guarantees that the other tests rely on."""
+"""What the native stack guarantees the other tests: no loopback port handed out twice."""
 
-from harness.processes import free_port
+from nativestack.processes import free_port
 
 
 def test_free_port_never_hands_out_a_port_twice() -> None:

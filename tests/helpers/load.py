@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .processes import wait_until
+from nativestack.processes import wait_until
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 

@@ -1,0 +1,46 @@
+"""The Collector's own span counters as one typed value: what its receiver accepted and refused,
+and what each exporter sent, failed to send or could not enqueue."""
+
+from dataclasses import dataclass, field
+
+from .scrape import metric_total, scrape
+
+
+@dataclass(frozen=True)
+class SpanCounters:
+    accepted: float
+    refused: float
+    memory_limiter_refused: float
+    sent: dict[str, float] = field(default_factory=dict)  # exporter -> spans
+    send_failed: dict[str, float] = field(default_factory=dict)
+    enqueue_failed: dict[str, float] = field(default_factory=dict)
+
+    def failures(self) -> dict[str, float]:
+        """Every non-zero refusal or failure, named `refused` or `<kind> <exporter>`."""
+        found = {"refused": self.refused} if self.refused else {}
+        for kind, by_exporter in (("send_failed", self.send_failed), ("enqueue_failed", self.enqueue_failed)):
+            found |= {f"{kind} {exporter}": spans for exporter, spans in by_exporter.items() if spans}
+        return found
+
+
+def _by_exporter(samples: dict[str, float], name: str) -> dict[str, float]:
+    exporters = {
+        key.split('exporter="', 1)[1].split('"', 1)[0]
+        for key in samples
+        if key.startswith(name + "{") and 'exporter="' in key
+    }
+    return {exporter: metric_total(samples, name, exporter=exporter) for exporter in sorted(exporters)}
+
+
+def span_counters(metrics_url: str) -> SpanCounters:
+    """Read from a Collector's own metrics endpoint (`otelcol_*_spans_total`, summed over the
+    other labels)."""
+    samples = scrape(metrics_url)
+    return SpanCounters(
+        accepted=metric_total(samples, "otelcol_receiver_accepted_spans_total"),
+        refused=metric_total(samples, "otelcol_receiver_refused_spans_total"),
+        memory_limiter_refused=metric_total(samples, "otelcol_processor_memory_limiter_refused_spans_total"),
+        sent=_by_exporter(samples, "otelcol_exporter_sent_spans_total"),
+        send_failed=_by_exporter(samples, "otelcol_exporter_send_failed_spans_total"),
+        enqueue_failed=_by_exporter(samples, "otelcol_exporter_enqueue_failed_spans_total"),
+    )

@@ -1,1 +1,0 @@
-"""Native test harness: runs the stack's real programs with the repo's own config files."""

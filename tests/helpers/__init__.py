@@ -1,0 +1,1 @@
+"""What only the tests use: API clients, traffic, span generators, assertion helpers."""
