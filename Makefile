@@ -32,15 +32,17 @@ test: lint native ## Lint, build the native binaries, run every test (pytest exi
 # Options: LOKI_DRIVER=off        apps log to json-file, no Loki driver plugin (logs still reach
 #                                 Loki over OTLP); see backends/compose.default-logging.yaml
 #          JAEGER_STORAGE=cassandra  Jaeger on Cassandra instead of Badger (profile `cassandra`)
+#          TOPOLOGY=gateway       agent + three tail-sampling gateways (backends/compose.gateway.yaml)
 #          PROFILES=load          also start Locust (http://127.0.0.1:8089)
 #          GRAFANA_ADMIN_PASSWORD=...  use this admin password instead of a generated one
 #          SERVICE=app-a          `make logs` for one service
-# Give the same LOKI_DRIVER/JAEGER_STORAGE to later `make down/ps/logs` as to `make up`.
+# Give the same LOKI_DRIVER/JAEGER_STORAGE/TOPOLOGY to later `make down/ps/logs` as to `make up`.
 LOKI_DRIVER ?= on
 JAEGER_STORAGE ?= badger
 PROFILES ?=
 SERVICE ?=
-STACK_ENV = LOKI_DRIVER='$(LOKI_DRIVER)' JAEGER_STORAGE='$(JAEGER_STORAGE)' PROFILES='$(PROFILES)'
+TOPOLOGY ?= single
+STACK_ENV = LOKI_DRIVER='$(LOKI_DRIVER)' JAEGER_STORAGE='$(JAEGER_STORAGE)' TOPOLOGY='$(TOPOLOGY)' PROFILES='$(PROFILES)'
 
 .PHONY: up down logs ps clean
 

@@ -3,6 +3,7 @@
 # Docker and compose v2, and the docker compose command line that the make options select.
 #   LOKI_DRIVER=on|off            off: backends/compose.default-logging.yaml (no log plugin)
 #   JAEGER_STORAGE=badger|cassandra  cassandra: profile `cassandra` + backends/compose.cassandra.yaml
+#   TOPOLOGY=single|gateway       gateway: backends/compose.gateway.yaml (agent + 3 tail-sampling gateways)
 #   PROFILES="load ..."           extra compose profiles (`load` = Locust)
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,6 +55,11 @@ compose_command() {
 	badger) ;;
 	cassandra) COMPOSE+=(-f "$REPO_ROOT/backends/compose.cassandra.yaml" --profile cassandra) ;;
 	*) die "JAEGER_STORAGE must be badger or cassandra, not '${JAEGER_STORAGE}'" ;;
+	esac
+	case "${TOPOLOGY:-single}" in
+	single) ;;
+	gateway) COMPOSE+=(-f "$REPO_ROOT/backends/compose.gateway.yaml") ;;
+	*) die "TOPOLOGY must be single or gateway, not '${TOPOLOGY}'" ;;
 	esac
 	if [ "$1" = up ]; then
 		local profile

@@ -5,7 +5,7 @@ mapped back to the repo) and only its addresses, data folders and, for Prometheu
 targets changed, so every process runs on its own loopback ports.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,17 +77,24 @@ def start_collector(
     loki_url: str,
     prometheus_otlp_url: str,
     name: str = "collector",
+    service: str = "collector",
     queue_dir: Path | None = None,
     ports: tuple[int, int, int, int] | None = None,
+    grpc_host: str = LOOPBACK,
+    launcher: Sequence[str] = (),
     overrides: Mapping[str, str] = {},
 ) -> Collector:
-    """collector/config.yaml on the real Collector; only its env-var addresses differ from compose.
-    Pass `queue_dir` and `ports` of an earlier instance to restart it in place; `overrides` set
+    """The compose `service`'s Collector configs (collector/config.yaml, plus the gateway overlay's
+    files for `gateway` or the agent) on the real Collector, with its env_file and environment;
+    only its env-var addresses differ from compose. Pass `queue_dir` and `ports` of an earlier
+    instance to restart it in place; `grpc_host` binds OTLP/gRPC elsewhere on loopback;
+    `launcher` runs before the binary (e.g. `unshare` for a private hosts file); `overrides` set
     more of its `${env:...}` settings (e.g. COLLECTOR_MEMORY_LIMIT_MIB)."""
     grpc, http, health, metrics = ports or (free_port(), free_port(), free_port(), free_port())
     queue = queue_dir or workdir / f"{name}-queue"
     env = {
-        "COLLECTOR_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{grpc}",
+        **compose.service_environment(spec, service),
+        "COLLECTOR_OTLP_GRPC_ENDPOINT": f"{grpc_host}:{grpc}",
         "COLLECTOR_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{http}",
         "COLLECTOR_HEALTH_ENDPOINT": f"{LOOPBACK}:{health}",
         "COLLECTOR_METRICS_HOST": LOOPBACK,
@@ -100,7 +107,7 @@ def start_collector(
         "PROMETHEUS_OTLP_ENDPOINT": prometheus_otlp_url,
         **overrides,
     }
-    argv = [str(binaries()["OTELCOL"]), *compose_argv(spec, "collector")]
+    argv = [*launcher, str(binaries()["OTELCOL"]), *compose_argv(spec, service)]
     collector = Collector(start(name, argv, env, workdir), grpc, http, health, metrics, queue)
     wait_until(lambda: _healthy(collector.process, collector.health_url), f"{name} health check", timeout=60)
     return collector

@@ -77,6 +77,41 @@ def load(path: Path = COMPOSE_FILE, extra: dict[str, str] | None = None) -> dict
     return parse(interpolate(path.read_text(), variables))
 
 
+def load_with(*overlays: Path) -> dict[str, Any]:
+    """docker-compose.yaml with override files applied, as `docker compose -f ... -f ...`."""
+    spec = load()
+    for overlay in overlays:
+        for name, service in load(overlay)["services"].items():
+            spec["services"][name] = merge_service(spec["services"].get(name, {}), service)
+    return spec
+
+
+def _env_files(service: dict[str, Any]) -> list[Any]:
+    files = service.get("env_file", [])
+    return [files] if isinstance(files, str | dict) else list(files)
+
+
+def _target(volume: Any) -> str:
+    """A volume's container path, long syntax or `source:target[:mode]`."""
+    return str(volume["target"]) if isinstance(volume, dict) else str(volume).split(":")[1]
+
+
+def merge_service(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge rules for the keys nativestack reads: `command` is replaced, `volumes`
+    merge by container path, `env_file` entries are appended, `environment` merges (the override
+    wins); other keys are replaced."""
+    merged = {**base, **override}
+    volumes = {_target(v): v for v in [*base.get("volumes", []), *override.get("volumes", [])]}
+    if volumes:
+        merged["volumes"] = list(volumes.values())
+    env_files = _env_files(base) + [f for f in _env_files(override) if f not in _env_files(base)]
+    if env_files:
+        merged["env_file"] = env_files
+    if "environment" in base or "environment" in override:
+        merged["environment"] = {**base.get("environment", {}), **override.get("environment", {})}
+    return merged
+
+
 def service_environment(compose: dict[str, Any], service: str) -> dict[str, str]:
     """The service's env_file entries, then its `environment:` (which wins, as in compose)."""
     spec = compose["services"][service]

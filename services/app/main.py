@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from app.limits import HeaderSizeLimitMiddleware
 from app.logging_config import mark_logged
 from app.metrics import INFO, PrometheusMiddleware, metrics_response
+from app.sampling import load_tail_sampling
 from app.settings import load_settings
 from app.telemetry import flush_telemetry, instrument_fastapi
 
@@ -57,7 +58,7 @@ app = FastAPI(
 )
 # Outermost last: every request, refused ones included, is counted.
 app.add_middleware(HeaderSizeLimitMiddleware)
-app.add_middleware(PrometheusMiddleware, app_name=settings.app_name)
+app.add_middleware(PrometheusMiddleware, app_name=settings.app_name, tail_sampling=load_tail_sampling())
 instrument_fastapi(app, keep_asgi_internal_spans=settings.keep_asgi_internal_spans)
 INFO.labels(app_name=settings.app_name).set(1)
 

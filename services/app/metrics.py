@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.sampling import TailSampling
 from app.telemetry import sampled_trace_id
 
 UNMATCHED_PATH = "<unmatched>"
@@ -79,9 +80,10 @@ def route_template(routes: list[BaseRoute], scope: Scope) -> str:
 
 
 class PrometheusMiddleware:
-    def __init__(self, app: ASGIApp, app_name: str) -> None:
+    def __init__(self, app: ASGIApp, app_name: str, tail_sampling: TailSampling) -> None:
         self.app = app
         self.app_name = app_name
+        self.tail_sampling = tail_sampling
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXCLUDED_PATHS:
@@ -111,7 +113,11 @@ class PrometheusMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             trace_id = None if MULTIPROCESS else sampled_trace_id()
-            exemplar = {EXEMPLAR_TRACE_ID_KEY: trace_id} if trace_id else None
+            # Only a trace the gateways will keep gets an exemplar: a link must lead somewhere.
+            if trace_id and self.tail_sampling.keeps(trace_id, status_code, elapsed):
+                exemplar = {EXEMPLAR_TRACE_ID_KEY: trace_id}
+            else:
+                exemplar = None
             REQUESTS_PROCESSING_TIME.labels(*labels).observe(elapsed, exemplar=exemplar)
             RESPONSES.labels(method, path, str(status_code), self.app_name).inc()
             in_progress.dec()
