@@ -114,10 +114,9 @@ class PrometheusMiddleware:
             elapsed = time.perf_counter() - started
             trace_id = None if MULTIPROCESS else sampled_trace_id()
             # Only a trace the gateways will keep gets an exemplar: a link must lead somewhere.
+            exemplar: dict[str, str] | None = None
             if trace_id and self.tail_sampling.keeps(trace_id, status_code, elapsed):
                 exemplar = {EXEMPLAR_TRACE_ID_KEY: trace_id}
-            else:
-                exemplar = None
             REQUESTS_PROCESSING_TIME.labels(*labels).observe(elapsed, exemplar=exemplar)
             RESPONSES.labels(method, path, str(status_code), self.app_name).inc()
             in_progress.dec()
