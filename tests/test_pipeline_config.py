@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nativestack.backends import native_prometheus_config
+from nativestack import compose, gateway
+from nativestack.backends import compose_argv, native_prometheus_config
 from nativestack.paths import REPO, binaries, versions
 
 COLLECTOR_CONFIG = REPO / "collector" / "config.yaml"
@@ -20,14 +21,34 @@ def run(*argv: str | Path, env: dict[str, str] | None = None) -> subprocess.Comp
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120, env=env)
 
 
-def test_otelcol_validate_passes() -> None:
-    result = run(binaries()["OTELCOL"], "validate", f"--config={COLLECTOR_CONFIG}")
+# Each Collector role with the config files compose gives it: the single Collector, and the
+# two-tier topology's agent (the overlay's `collector`) and gateway.
+ROLES = {
+    "single": compose_argv(compose.load(), "collector"),
+    "agent": compose_argv(compose.load_with(gateway.OVERLAY), "collector"),
+    "gateway": compose_argv(compose.load_with(gateway.OVERLAY), "gateway"),
+}
+# What compose's env_file gives the agent and the gateways; HOSTNAME is set by the runtime.
+ROLE_ENV = {
+    **compose.service_environment(compose.load_with(gateway.OVERLAY), "gateway"),
+    "HOSTNAME": "gateway-0",
+    "PATH": "/usr/bin:/bin",
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_otelcol_validate_passes(role: str) -> None:
+    result = run(binaries()["OTELCOL"], "validate", *ROLES[role], env=ROLE_ENV)
     assert result.returncode == 0, result.stderr
 
 
-def test_manifest_lists_exactly_the_components_the_config_uses() -> None:
-    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
-    used = {kind: {name.split("/")[0] for name in config.get(kind, {})} for kind in KINDS}
+def test_manifest_lists_exactly_the_components_the_configs_use() -> None:
+    used: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for files in ROLES.values():
+        for flag in files:
+            config = yaml.safe_load(Path(flag.removeprefix("--config=")).read_text())
+            for kind in KINDS:
+                used[kind] |= {name.split("/")[0] for name in config.get(kind) or {}}
     listed = subprocess.run([binaries()["OTELCOL"], "components"], capture_output=True, text=True, check=True)
     built = yaml.safe_load(listed.stdout)
     for kind in KINDS:

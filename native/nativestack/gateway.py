@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from . import compose
-from .backends import LOOPBACK, Collector, Jaeger, LokiStandin, start_collector, start_log_and_trace_backends
+from .apps import APP_NAMES, CONTAINER_PORT, App, start_apps
+from .backends import (
+    LOOPBACK,
+    Collector,
+    Jaeger,
+    LokiStandin,
+    Prometheus,
+    start_collector,
+    start_log_and_trace_backends,
+    start_prometheus,
+)
 from .paths import REPO
 from .processes import Process, free_port
 
@@ -42,9 +52,13 @@ class HostsFile:
 
 
 def private_hosts_launcher(hosts: HostsFile) -> list[str]:
-    """Runs the program in its own mount namespace with `hosts` as its /etc/hosts."""
-    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, str(hosts.path)]
+    """Runs the program in its own mount namespace with `hosts` as its /etc/hosts, and a
+    resolv.conf naming only loopback, so a name missing from `hosts` fails here and is never
+    asked of the machine's DNS server."""
+    resolv = hosts.path.with_suffix(".resolv.conf")
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    script = 'mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, str(hosts.path), str(resolv)]
 
 
 @dataclass
@@ -90,7 +104,8 @@ class Tier:
         """What the agents' dns resolver sees from now on."""
         self.hosts.publish([gateway_address(i) for i in indexes])
 
-    def start_agent(self, name: str = "agent", **overrides: str) -> Collector:
+    def start_agent(self, name: str = "agent", hosts: HostsFile | None = None, **overrides: str) -> Collector:
+        """An agent that resolves the gateways through `hosts` (the tier's own by default)."""
         agent = start_collector(
             self.spec,
             self.workdir,
@@ -99,7 +114,7 @@ class Tier:
             loki_url=self.loki.otlp_url,
             prometheus_otlp_url=self.prometheus_otlp_url,
             name=name,
-            launcher=private_hosts_launcher(self.hosts),
+            launcher=private_hosts_launcher(hosts or self.hosts),
             overrides={"GATEWAY_OTLP_PORT": str(self.gateway_port), "GATEWAY_RESOLVE_INTERVAL": "1s", **overrides},
         )
         self.agents.append(agent)
@@ -144,3 +159,41 @@ def start_tier(workdir: Path, prometheus_url: str, gateways: int = 3) -> Tier:
 def agent_addresses(agent: Collector) -> dict[str, str]:
     """Compose `host:port` of the agent (the apps' `collector`) -> its native address."""
     return {"collector:4318": f"{LOOPBACK}:{agent.http_port}", "collector:4317": f"{LOOPBACK}:{agent.grpc_port}"}
+
+
+@dataclass
+class GatewayStack:
+    """The tier plus Prometheus and the three apps sending to the agent, as compose runs them."""
+
+    tier: Tier
+    prometheus: Prometheus
+    apps: dict[str, App]
+
+    def stop(self) -> None:
+        for app in self.apps.values():
+            app.process.stop()
+        self.tier.stop()
+        self.prometheus.process.stop()
+
+
+def start_gateway_stack(workdir: Path) -> GatewayStack:
+    prometheus_port = free_port()
+    tier = start_tier(workdir, f"http://{LOOPBACK}:{prometheus_port}")
+    prometheus: Prometheus | None = None
+    try:
+        agent = tier.agents[0]
+        app_ports = {name: free_port() for name in APP_NAMES}
+        app_targets = {f"{name}:{CONTAINER_PORT}": f"{LOOPBACK}:{port}" for name, port in app_ports.items()}
+        targets = {
+            **app_targets,
+            "collector:8888": f"{LOOPBACK}:{agent.metrics_port}",
+            "jaeger:8888": f"{LOOPBACK}:{tier.jaeger.metrics_port}",
+        }
+        prometheus = start_prometheus(tier.spec, workdir, targets, prometheus_port)
+        apps = start_apps(tier.spec, workdir, {**app_targets, **agent_addresses(agent)}, app_ports)
+        return GatewayStack(tier, prometheus, apps)
+    except BaseException:
+        tier.stop()
+        if prometheus:
+            prometheus.process.stop()
+        raise
