@@ -113,7 +113,9 @@ def loki_label_names() -> set[str]:
     options = compose.load()["services"]["app-a"]["logging"]["options"]
     driver = {"compose_service", "compose_project", "host", "filename"}
     driver |= {pair.partition("=")[0] for pair in options["loki-external-labels"].split(",")}
-    driver |= {rule["target_label"] for rule in yaml.safe_load(options["loki-relabel-config"]) if "target_label" in rule}
+    driver |= {
+        rule["target_label"] for rule in yaml.safe_load(options["loki-relabel-config"]) if "target_label" in rule
+    }
     # Loki's OTLP ingestion: service.name as the index label service_name, the record's trace and
     # span ids and severity as structured metadata (Loki's docs, "Ingesting logs to Loki using
     # OpenTelemetry Collector"; tests/test_grafana.py models the same).
