@@ -14,7 +14,7 @@ The routes, their logging and the header-size guard are services/app's own (impo
 
 Launch (what bench.py runs, from services/ with loadtest/ on PYTHONPATH):
     HAND_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_SERVICE_NAME=app-a \\
-        gunicorn -k uvicorn_worker.UvicornWorker -c gunicorn.conf.py hand_instrumented:app
+        gunicorn -c gunicorn.conf.py hand_instrumented:app
 """
 
 import os
@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from app import main
-from app.limits import HeaderSizeLimitMiddleware
+from app.limits import RequestHeadLimitMiddleware
 from app.metrics import EXCEPTIONS, REQUESTS, REQUESTS_IN_PROGRESS, REQUESTS_PROCESSING_TIME, RESPONSES, route_template
 
 APP_NAME = main.settings.app_name
@@ -86,7 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[main.State]:
 app = FastAPI(title=f"{APP_NAME} (hand-instrumented)", lifespan=lifespan)
 app.router.routes.extend(route for route in main.app.routes if isinstance(route, APIRoute))
 app.add_exception_handler(Exception, main.log_unhandled_exception)
-app.add_middleware(HeaderSizeLimitMiddleware)
+app.add_middleware(RequestHeadLimitMiddleware)
 app.add_middleware(PrometheusMiddleware)
 
 # setting_otlp() of the reference, in the worker (gunicorn imports the app after the fork).

@@ -401,7 +401,7 @@ def test_otlp_log_records_carry_the_trace_id_the_label_field_reads(
 ) -> None:
     fields = [f for f in gf.datasources()["loki"]["jsonData"]["derivedFields"] if f.get("matcherType") == "label"]
     assert {f["datasourceUid"] for f in fields} == {"tempo", "jaeger"}
-    assert {f["matcherRegex"] for f in fields} == {"trace_id"}
+    assert {f["matcherRegex"] for f in fields} == {"^trace_id$"}
     entries = wait_until(
         lambda: [e for e in otlp_entries(stack) if e.metadata.get("trace_id", ZERO_TRACE_ID).strip("0")],
         "OTLP log records with a trace id",

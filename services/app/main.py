@@ -16,7 +16,7 @@ import httpx
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from app.limits import HeaderSizeLimitMiddleware
+from app.limits import RequestHeadLimitMiddleware
 from app.logging_config import mark_logged
 from app.metrics import INFO, PrometheusMiddleware, metrics_response
 from app.sampling import load_tail_sampling
@@ -57,7 +57,7 @@ app = FastAPI(
     telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
 )
 # Outermost last: every request, refused ones included, is counted.
-app.add_middleware(HeaderSizeLimitMiddleware)
+app.add_middleware(RequestHeadLimitMiddleware)
 app.add_middleware(PrometheusMiddleware, app_name=settings.app_name, tail_sampling=load_tail_sampling())
 instrument_fastapi(app, keep_asgi_internal_spans=settings.keep_asgi_internal_spans)
 INFO.labels(app_name=settings.app_name).set(1)

@@ -1,9 +1,21 @@
 """Prometheus metrics at /metrics, with the reference app's names and labels.
 
 A pure ASGI middleware (not BaseHTTPMiddleware, which costs a task and a stream per request)
-counts every request except the health and metrics endpoints. `path` is the route template
-(`/items/{item_id}`); a request that matches no route is counted under UNMATCHED_PATH, so
-random URLs create no new series.
+counts every request except the health and metrics endpoints.
+
+Every label value comes from a set the code fixes, never from the request as sent, so no client
+can add a series (each new label value is one more series per metric, in this exposition and in
+Prometheus):
+  method          the HTTP method as the OTel HTTP semantic conventions record it: one of the ten
+                  methods RFC 9110, 5789 and 10008 define (upper-cased), anything else `_OTHER`
+                  (opentelemetry-util-http's sanitize_method, which the OTLP metrics and span
+                  names go through too; OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS
+                  would lift the bound on both)
+  path            the matched route's template (`/items/{item_id}`), else UNMATCHED_PATH
+  status_code     the status the app answered with
+  exception_type  the class name of an exception the app's code raised
+  app_name        the service name, from the environment
+A new label must say here where its bound comes from.
 
 With several gunicorn workers, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker
 starts; prometheus-client then keeps values in shared files and /metrics aggregates every
@@ -14,6 +26,7 @@ metrics keep theirs.
 import os
 import time
 
+from opentelemetry.util.http import sanitize_method
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -90,7 +103,7 @@ class PrometheusMiddleware:
             await self.app(scope, receive, send)
             return
 
-        method = scope["method"]
+        method = sanitize_method(scope["method"])
         path = route_template(scope["app"].routes, scope)
         labels = (method, path, self.app_name)
         status_code = 500  # unless the app sends another before failing
