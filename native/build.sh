@@ -82,10 +82,11 @@ build_prometheus() {
 }
 
 # kube-apiserver and kubectl (the tests' API server, and the client whose built-in kustomize
-# renders k8s/), one version: k8s.io/kubernetes points its k8s.io/* staging modules at
-# ./staging/..., which its module zip lacks, so a scratch main module requires them at the
-# matching v0.MINOR.PATCH instead (the go.mod replace lines of the main module are the only ones
-# that count). The version is stamped in, or kubectl cannot parse the server's.
+# renders k8s/): one module at one version, so client and server never skew and CI needs only
+# the Go proxy. k8s.io/kubernetes points its k8s.io/* staging modules at ./staging/..., which
+# its module zip lacks, so a scratch main module requires them at the matching v0.MINOR.PATCH
+# instead (only the main module's replace lines count). The version is stamped in, or kubectl
+# cannot parse the server's.
 build_kubernetes() {
   local version; version=$(env_value KUBERNETES_VERSION)
   local src; src=$(module_dir k8s.io/kubernetes "v$version")
