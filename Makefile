@@ -63,6 +63,15 @@ clean: ## Stop the stack and DELETE its volumes: all traces, logs, metrics and G
 	@echo "            .secrets/grafana-admin-password is kept; the next 'make up' starts from empty stores."
 	@$(STACK_ENV) compose/run.sh down --volumes
 
+# ---- Images for Kubernetes (k8s/, README "Running on Kubernetes"; needs Docker) ---------------------
+# Options: REGISTRY=registry.example.com/team   prefix the images with it and push them there
+REGISTRY ?=
+
+.PHONY: images
+
+images: ## Build the app and Collector images for k8s/ (REGISTRY=... also pushes them there)
+	@REGISTRY='$(REGISTRY)' k8s/images.sh
+
 # ---- Load and benchmark (loadtest/) ---------------------------------------------------------------
 # Options: NATIVE=1              against the native stack (native/, built by `make native`)
 #                                instead of the compose stack started by `make up`

@@ -81,6 +81,46 @@ build_prometheus() {
     go build "${flags[@]}" -o "$out/promtool" ./cmd/promtool)
 }
 
+# kube-apiserver and kubectl (the tests' API server, and the client whose built-in kustomize
+# renders k8s/): one module at one version, so client and server never skew and CI needs only
+# the Go proxy. k8s.io/kubernetes points its k8s.io/* staging modules at ./staging/..., which
+# its module zip lacks, so a scratch main module requires them at the matching v0.MINOR.PATCH
+# instead (only the main module's replace lines count). The version is stamped in, or kubectl
+# cannot parse the server's.
+build_kubernetes() {
+  local version; version=$(env_value KUBERNETES_VERSION)
+  local src; src=$(module_dir k8s.io/kubernetes "v$version")
+  local work; work=$(mktemp -d)
+  {
+    printf 'module kubernetes-build\n\ngo 1.26.0\n\n'
+    sed -n "s#^\t\(k8s.io/[a-z-]*\) => ./staging/.*#replace \1 => \1 v0.${version#*.}#p" "$src/go.mod"
+  } >"$work/go.mod"
+  local stamp="-X k8s.io/component-base/version.gitVersion=v$version -X k8s.io/component-base/version.gitMajor=${version%%.*}"
+  stamp+=" -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$version") -X k8s.io/component-base/version.gitTreeState=clean"
+  (cd "$work" && export CGO_ENABLED=0 &&
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@v$version" "k8s.io/kubernetes/cmd/kubectl@v$version" &&
+    go build -trimpath -ldflags "-s -w $stamp" -o "$out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl) ||
+    { echo "error: the kube-apiserver/kubectl build failed (k8s.io/kubernetes v$version)" >&2; exit 1; }
+  rm -rf "$work"
+}
+
+# etcd for the tests' API server: its module has replace lines for its sibling modules, so it is
+# built from a scratch main module that requires it (the siblings then resolve at their tags).
+build_etcd() {
+  local version; version=$(env_value ETCD_VERSION)
+  local work; work=$(mktemp -d)
+  printf 'module etcd-build\n\ngo 1.26.0\n' >"$work/go.mod"
+  (cd "$work" && export CGO_ENABLED=0 && go get "go.etcd.io/etcd/server/v3@v$version" &&
+    go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3) ||
+    { echo "error: the etcd build failed (go.etcd.io/etcd/server/v3 v$version)" >&2; exit 1; }
+  rm -rf "$work"
+}
+
+# kubeconform: the static schema check of the rendered manifests (offline schemas: tests/k8s).
+build_kubeconform() {
+  GOBIN="$out" CGO_ENABLED=0 go install -trimpath "github.com/yannh/kubeconform/cmd/kubeconform@v$(env_value KUBECONFORM_VERSION)"
+}
+
 manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
 
 collector_key=$(manifest_key "$root/collector/manifest.yaml")
@@ -89,6 +129,9 @@ build_once otelcol "$collector_key" build_collector "$root/collector/manifest.ya
 build_once loki-standin "$standin_key" build_collector "$root/native/standins/loki-standin-manifest.yaml"
 build_once jaeger "$jaeger_version" build_jaeger
 build_once prometheus "$prometheus_version" build_prometheus
+build_once kubernetes "$(env_value KUBERNETES_VERSION)" build_kubernetes
+build_once etcd "$(env_value ETCD_VERSION)" build_etcd
+build_once kubeconform "$(env_value KUBECONFORM_VERSION)" build_kubeconform
 
 # nativestack (native/nativestack/paths.py) reads the binaries' paths from here rather than re-deriving the keys.
 cat >"$cache/binaries.env" <<PATHS
@@ -97,4 +140,8 @@ LOKI_STANDIN=$cache/loki-standin-$standin_key/otelcol
 JAEGER=$cache/jaeger-$jaeger_version/jaeger
 PROMETHEUS=$cache/prometheus-$prometheus_version/prometheus
 PROMTOOL=$cache/prometheus-$prometheus_version/promtool
+KUBE_APISERVER=$cache/kubernetes-$(env_value KUBERNETES_VERSION)/kube-apiserver
+KUBECTL=$cache/kubernetes-$(env_value KUBERNETES_VERSION)/kubectl
+ETCD=$cache/etcd-$(env_value ETCD_VERSION)/etcd
+KUBECONFORM=$cache/kubeconform-$(env_value KUBECONFORM_VERSION)/kubeconform
 PATHS
