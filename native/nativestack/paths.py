@@ -7,9 +7,9 @@ NATIVE_CACHE = REPO / ".cache" / "native"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a dotenv-style file; comments and blank lines skipped. A value in single
-    quotes is taken literally without them, as docker compose and a POSIX shell take it; double
-    quotes are refused (compose and the shell expand and unescape them differently)."""
+    """KEY=VALUE lines of a dotenv-style file; comments and blank lines skipped. Values are taken
+    literally and must not be quoted: compose and uv strip quotes, kustomize's env files (k8s/)
+    keep them, so a quoted value would differ between compose and Kubernetes."""
     values: dict[str, str] = {}
     for raw in path.read_text().splitlines():
         line = raw.strip()
@@ -19,12 +19,8 @@ def read_env_file(path: Path) -> dict[str, str]:
         if not sep:
             raise ValueError(f"{path}: not KEY=VALUE: {raw!r}")
         value = value.strip()
-        if value.startswith('"'):
-            raise ValueError(f"{path}: use single quotes, not double: {raw!r}")
-        if value.startswith("'"):
-            if len(value) < 2 or not value.endswith("'") or "'" in value[1:-1]:
-                raise ValueError(f"{path}: one single-quoted value, nothing after it: {raw!r}")
-            value = value[1:-1]
+        if value[:1] in ("'", '"'):
+            raise ValueError(f"{path}: unquoted values only (kustomize would keep the quotes): {raw!r}")
         values[key.strip()] = value
     return values
 
