@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Apache-2.0 programs the end-to-end tests run (the Collector from our manifest, the
-# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../.env.
+# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../.env, and
+# composecheck (native/composecheck), the compose file loader the compose tests use.
 # Each lands in .cache/native/<name>-<key>/ and is reused while its key (version, plus the
 # manifest's hash for Collectors) is unchanged. Prints nothing but progress; exits non-zero
 # with a readable message on any failure.
@@ -81,6 +82,18 @@ build_prometheus() {
     go build "${flags[@]}" -o "$out/promtool" ./cmd/promtool)
 }
 
+# composecheck: compose-go, the library `docker compose` loads files with, behind a small CLI
+# (native/composecheck/main.go). Keyed on compose-go's version in its go.mod plus a hash of the
+# module's files, so an edit rebuilds it.
+composecheck_key() {
+  local dir="$root/native/composecheck" version
+  version=$(sed -n 's#^require github.com/compose-spec/compose-go/v2 v##p' "$dir/go.mod")
+  printf '%s-%s' "$version" "$(cat "$dir/go.mod" "$dir/go.sum" "$dir/main.go" | sha256sum | cut -c1-12)"
+}
+build_composecheck() {
+  (cd "$root/native/composecheck" && go build -trimpath -buildvcs=false -o "$out/composecheck" .)
+}
+
 manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
 
 collector_key=$(manifest_key "$root/collector/manifest.yaml")
@@ -89,6 +102,7 @@ build_once otelcol "$collector_key" build_collector "$root/collector/manifest.ya
 build_once loki-standin "$standin_key" build_collector "$root/native/standins/loki-standin-manifest.yaml"
 build_once jaeger "$jaeger_version" build_jaeger
 build_once prometheus "$prometheus_version" build_prometheus
+build_once composecheck "$(composecheck_key)" build_composecheck
 
 # nativestack (native/nativestack/paths.py) reads the binaries' paths from here rather than re-deriving the keys.
 cat >"$cache/binaries.env" <<PATHS
@@ -97,4 +111,5 @@ LOKI_STANDIN=$cache/loki-standin-$standin_key/otelcol
 JAEGER=$cache/jaeger-$jaeger_version/jaeger
 PROMETHEUS=$cache/prometheus-$prometheus_version/prometheus
 PROMTOOL=$cache/prometheus-$prometheus_version/promtool
+COMPOSECHECK=$cache/composecheck-$(composecheck_key)/composecheck
 PATHS

@@ -6,6 +6,8 @@ Specification's schema after `.env` interpolation, every version from `.env`, ho
 endpoint, git-ignored secrets, and the scripts behind `make up/down` run against a fake `docker`.
 """
 
+import itertools
+import json
 import os
 import re
 import shutil
@@ -15,15 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 
 from nativestack import compose as compose_file
-from nativestack.paths import REPO, read_env_file
+from nativestack.paths import REPO, binaries, read_env_file
 
-SHARED = REPO.parent / "shared"
-SCHEMA = SHARED / "schemas" / "compose-spec.json"
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 OVERRIDES = {
     "default-logging": REPO / "backends" / "compose.default-logging.yaml",
@@ -75,21 +74,94 @@ def is_job(spec: dict[str, Any]) -> bool:
     return str(spec.get("restart", "")) == "no"
 
 
-# ---------------------------------------------------------------- the schema
+# ---------------------------------------------------------------- compose's own loader
 
 
-def test_compose_files_are_valid_against_the_compose_spec_schema() -> None:
-    if not SCHEMA.exists():
-        pytest.fail(f"{SCHEMA} is missing: the shared folder must sit beside the repo, at <repo>/../shared")
-    import json
+def compose_selections() -> list[tuple[str, list[str]]]:
+    """(label, docker compose arguments) for every selection of files and profiles `make up` and
+    `make down/ps/logs` can make, built by compose/lib.sh's own compose_command: LOKI_DRIVER x
+    JAEGER_STORAGE x every subset of the profiles the compose file names."""
+    named = sorted({p for spec in load_raw(COMPOSE_FILE)["services"].values() for p in spec.get("profiles", [])})
+    profile_sets = [" ".join(c) for n in range(len(named) + 1) for c in itertools.combinations(named, n)]
+    script = 'source compose/lib.sh && compose_command "$1" && printf "%s\\0" "${COMPOSE[@]:2}"'
+    selections = []
+    for loki, storage, profiles, subcommand in [
+        *itertools.product(("on", "off"), ("badger", "cassandra"), profile_sets, ("up",)),
+        *itertools.product(("on", "off"), ("badger", "cassandra"), ("",), ("down",)),
+    ]:
+        env = {"PATH": os.environ["PATH"], "LOKI_DRIVER": loki, "JAEGER_STORAGE": storage, "PROFILES": profiles}
+        argv = subprocess.run(
+            ["bash", "-c", script, "lib.sh", subcommand], cwd=REPO, env=env, capture_output=True, check=True
+        ).stdout.decode()
+        label = f"{subcommand} LOKI_DRIVER={loki} JAEGER_STORAGE={storage}" + (
+            f" PROFILES={profiles}" if profiles else ""
+        )
+        selections.append((label, argv.rstrip("\0").split("\0")))
+    return selections
 
-    schema = json.loads(SCHEMA.read_text())
-    # The file names draft-07 (as a URL jsonschema does not recognise without its `#`).
-    assert "draft-07" in schema["$schema"]
-    validator = jsonschema.Draft7Validator(schema)
-    for path in [COMPOSE_FILE, *OVERRIDES.values()]:
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(load(path))]
-        assert not errors, f"{path.name}:\n" + "\n".join(errors)
+
+def compose_config(*arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    """native/composecheck: the project loaded by compose-go as `docker compose config` loads it
+    (interpolation from .env, merge tags, extends, compose's schema and consistency checks), as
+    JSON. Only PATH from this shell: variables a developer has set must not change the verdict."""
+    argv = [str(binaries()["COMPOSECHECK"]), *map(str, arguments)]
+    return subprocess.run(argv, capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, timeout=60)
+
+
+SELECTIONS = compose_selections()
+
+
+@pytest.mark.parametrize("arguments", [arguments for _, arguments in SELECTIONS], ids=[s for s, _ in SELECTIONS])
+def test_compose_loads_every_selection_make_up_can_make(arguments: list[str]) -> None:
+    result = compose_config(*arguments)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", "compose warns (an unset variable?)"
+    project = json.loads(result.stdout)
+    profiles = {arguments[i + 1] for i, arg in enumerate(arguments) if arg == "--profile"}
+    files = {Path(arguments[i + 1]).name for i, arg in enumerate(arguments) if arg == "-f"}
+    services = project["services"]
+    declared = load(COMPOSE_FILE)["services"]
+    assert set(services) == {n for n, s in declared.items() if not s.get("profiles") or profiles & set(s["profiles"])}
+    # What each override file does reaches the merged project compose would run.
+    loki_driver = {name for name, spec in services.items() if spec.get("logging", {}).get("driver") == "loki"}
+    assert loki_driver == (set() if "compose.default-logging.yaml" in files else set(APPS))
+    jaeger_config = "jaeger-cassandra.yaml" if "compose.cassandra.yaml" in files else "jaeger.yaml"
+    assert services["jaeger"]["command"] == [f"--config=/etc/jaeger/{jaeger_config}"]
+    for name in APPS:  # !override replaces the whole block: no loki-* option is left to the default driver
+        options = services[name]["logging"].get("options", {})
+        assert loki_driver or not [key for key in options if key.startswith("loki-")], name
+    for name, spec in services.items():
+        for port in spec.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name}: {port} is published beyond loopback"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # compose's schema: an unknown key.
+        (("\n  tempo:\n", "\n  tempo:\n    restart_policy: always\n"), "services.tempo.restart_policy false schema"),
+        # compose's consistency check: a dependency on no service.
+        (("      volume-init:\n", "      volume-inits:\n"), 'depends on undefined service "volume-inits"'),
+        # compose's interpolation: a required variable without a value.
+        (("${TEMPO_VERSION}", "${TEMPO_VERSIONS:?not in .env}"), "required variable TEMPO_VERSIONS is missing a value"),
+        # compose's YAML parser: a key where a value belongs.
+        (("\n  tempo:\n", "\n  tempo: x: y\n"), "mapping values are not allowed in this context"),
+    ],
+    ids=["schema", "consistency", "interpolation", "yaml"],
+)
+def test_compose_refuses_a_broken_file_with_its_own_message(
+    edit: tuple[str, str], message: str, tmp_path: Path
+) -> None:
+    for file in (".env", "services/otel.env"):
+        (tmp_path / file).parent.mkdir(exist_ok=True)
+        shutil.copy2(REPO / file, tmp_path / file)
+    broken = tmp_path / COMPOSE_FILE.name
+    text = COMPOSE_FILE.read_text()
+    assert edit[0] in text
+    broken.write_text(text.replace(*edit, 1))
+    result = compose_config("--project-directory", tmp_path, "-f", broken)
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
 
 
 def test_interpolation_rejects_undefined_variables_and_lone_dollars() -> None:
