@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-UV_VERSION := 0.13.9
+# .env is the one source of versions: the image's Python and uv are the test venv's too.
+env_version = $(shell sed -n 's/^$(1)=//p' .env)
+PYTHON_VERSION := $(call env_version,PYTHON_VERSION)
+UV_VERSION := $(call env_version,UV_VERSION)
 VENV := services/.venv
 BIN := $(VENV)/bin
 
@@ -14,7 +17,7 @@ help: ## List the targets
 venv: $(VENV)/.synced ## Install the locked Python dependencies (app, tests, linters, Locust)
 $(VENV)/.synced: services/pyproject.toml services/uv.lock
 	@command -v uv >/dev/null || { echo "error: uv is missing: pip install uv==$(UV_VERSION)" >&2; exit 1; }
-	uv sync --project services --frozen --all-groups
+	uv sync --project services --frozen --all-groups --python $(PYTHON_VERSION)
 	@touch $@
 
 native: ## Build the Collector, Jaeger and Prometheus from source at the .env versions (cached)

@@ -193,14 +193,40 @@ def test_every_image_tag_comes_from_env() -> None:
                         )
 
 
-def test_dockerfiles_take_their_base_versions_from_build_args() -> None:
-    for dockerfile in [REPO / "collector" / "Dockerfile", REPO / "services" / "Dockerfile"]:
-        text = dockerfile.read_text()
-        for line in text.splitlines():
-            if line.startswith("FROM "):
-                image = line.split()[1]
-                if ":" in image:
-                    assert "${" in image.partition(":")[2], f"{dockerfile}: {line} floats or hard-codes its version"
+def test_dockerfiles_take_every_version_from_compose_build_args() -> None:
+    """A Dockerfile ARG with a default would drift from .env unnoticed; one compose does not pass
+    would build with nothing. So: no defaults, every ARG passed as ${ARG} from .env."""
+    builds = {name: spec["build"] for name, spec in load_raw(COMPOSE_FILE)["services"].items() if "build" in spec}
+    assert {build["context"] for build in builds.values()} == {"./collector", "./services"}
+    for name, build in builds.items():
+        dockerfile = (REPO / build["context"] / build.get("dockerfile", "Dockerfile")).read_text()
+        declared = re.findall(r"^ARG\s+(\S+)", dockerfile, re.MULTILINE)
+        assert declared, f"{name}: its Dockerfile takes no version"
+        for arg in declared:
+            assert "=" not in arg, f"{name}: ARG {arg} has a default"
+            assert build["args"].get(arg) == f"${{{arg}}}" and arg in ENV, f"{name}: compose must pass {arg} from .env"
+        for line in dockerfile.splitlines():
+            if line.startswith("FROM ") and ":" in line.split()[1]:
+                assert "${" in line.split()[1].partition(":")[2], f"{name}: {line} floats or hard-codes its version"
+
+
+def test_makefile_and_ci_read_python_and_uv_versions_from_env() -> None:
+    for variable in ("PYTHON_VERSION", "UV_VERSION"):
+        printed = subprocess.run(
+            ["make", "-s", "--no-print-directory", "--eval", "print-%: ; @echo $($*)", f"print-{variable}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert printed.stdout.strip() == ENV[variable]
+    for path in (REPO / "Makefile", REPO / ".ci" / "run"):
+        text = path.read_text()
+        assert not [v for v in (ENV["PYTHON_VERSION"], ENV["UV_VERSION"]) if v in text], (
+            f"{path.name} repeats a version"
+        )
+    assert re.search(r"UV_VERSION=.*\.env", (REPO / ".ci" / "run").read_text()), ".ci/run installs the uv .env pins"
+    assert "--python $(PYTHON_VERSION)" in (REPO / "Makefile").read_text(), "the test venv runs the image's Python"
 
 
 def test_locust_image_is_the_version_the_python_lock_pins() -> None:
