@@ -68,7 +68,7 @@ clean: ## Stop the stack and DELETE its volumes: all traces, logs, metrics and G
 # Options: NATIVE=1              against the native stack (native/, built by `make native`)
 #                                instead of the compose stack started by `make up`
 #          USERS=50 SPAWN_RATE=10 DURATION=1m   `make load-headless`'s load shape
-#          BENCH_ARGS="--rounds 1 --duration 3"  passed to loadtest/bench.py (--help lists them)
+#          BENCH_ARGS="--rounds 1 --duration 3"  passed to python -m loadtest.bench (--help lists them)
 NATIVE ?=
 native_load := $(filter 1 yes true,$(NATIVE))
 USERS ?= 50
@@ -105,4 +105,4 @@ endif
 bench: venv native ## Overhead + Collector capacity benchmark (~15 min, wrk, Go): docs/benchmarks.{json,md}
 	@command -v wrk >/dev/null || { echo "error: make bench needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)" >&2; exit 1; }
 	@loadtest/build_telemetrygen.sh >/dev/null
-	$(BIN)/python loadtest/bench.py $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
