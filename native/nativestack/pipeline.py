@@ -15,6 +15,7 @@ from . import compose
 from .apps import App, start_app
 from .backends import (
     LOOPBACK,
+    PROMETHEUS_OTLP_PATH,
     Collector,
     Jaeger,
     LokiStandin,
@@ -144,7 +145,7 @@ def _launch_collector(parts: _Parts, env: Mapping[str, str], previous: Collector
         tempo_otlp=parts.tempo.otlp_grpc_endpoint,
         jaeger_otlp=parts.jaeger.otlp_grpc_endpoint,
         loki_url=parts.loki.otlp_url,
-        prometheus_otlp_url=f"{parts.sink.url}/api/v1/otlp",
+        prometheus_otlp_url=parts.sink.url + PROMETHEUS_OTLP_PATH,
         name=f"collector-{runs}",  # a log file per run
         queue_dir=queue_dir or parts.workdir / "collector-queue",
         ports=ports,
