@@ -126,7 +126,8 @@ def summarize(runs: list[Run], variants: list[Variant]) -> dict[str, dict[str, d
                 row["p50_ratio"] = round(row["p50_ms"] / base["p50_ms"], 2)
                 row["p99_ratio"] = round(row["p99_ms"] / base["p99_ms"], 2)
                 row["cpu_ratio"] = round(row["cpu_us_per_request"] / base["cpu_us_per_request"], 2)
-        table[endpoint] = rows
+        if rows:  # an endpoint left out (--endpoints) gets no empty table
+            table[endpoint] = rows
     return table
 
 
