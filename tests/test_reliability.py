@@ -71,11 +71,8 @@ def record(figures: dict[str, Any], case: str, **values: Any) -> None:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    running = start_pipeline(tmp_path_factory.mktemp("reliability"))
-    try:
+    with start_pipeline(tmp_path_factory.mktemp("reliability")) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def ms(seconds: float) -> float:

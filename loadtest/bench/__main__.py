@@ -57,8 +57,7 @@ def main() -> int:
     profiles: dict[str, Any] = {}
     cap = None
     try:
-        stack = start_stack(workdir)
-        try:
+        with start_stack(workdir) as stack:
             try:
                 for variant in variants:
                     sets[variant.key] = launch(stack, variant, workdir)
@@ -71,13 +70,11 @@ def main() -> int:
                 for app_set in sets.values():
                     stop(app_set)
             losses = closed_loop.span_losses(runs, sets, final)
-            for app in stack.apps.values():
+            for app in stack.apps.values():  # the capacity phase runs with the apps stopped
                 app.process.stop()
             if binary:
                 rates = tuple(int(r) for r in args.capacity_rates.split(","))
                 cap = capacity.run(stack, binary, workdir, args.capacity_seconds, rates)
-        finally:
-            stack.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

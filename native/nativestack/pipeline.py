@@ -23,7 +23,7 @@ from .backends import (
     start_jaeger,
     start_log_and_trace_backends,
 )
-from .processes import Process, free_port
+from .processes import Process, StoppedOnExit, free_port
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -79,7 +79,7 @@ class _Parts:
 
 
 @dataclass
-class Pipeline(_Parts):
+class Pipeline(_Parts, StoppedOnExit):
     collector: Collector
     collector_env: dict[str, str] = field(default_factory=dict)
     apps: list[App] = field(default_factory=list)

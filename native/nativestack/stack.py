@@ -17,11 +17,11 @@ from .backends import (
     start_log_and_trace_backends,
     start_prometheus,
 )
-from .processes import Process, free_port
+from .processes import Process, StoppedOnExit, free_port
 
 
 @dataclass
-class Stack:
+class Stack(StoppedOnExit):
     spec: dict[str, Any]
     workdir: Path
     loki: LokiStandin
