@@ -131,7 +131,7 @@ def test_sdk_exporter_timeout_is_long_enough_for_its_retries(figures: dict[str, 
 
 
 def test_collector_down_10s_under_load_loses_nothing(pipeline: Pipeline, figures: dict[str, Any]) -> None:
-    """app-a as compose runs it (otel.env as shipped), 40 requests/s on `/`; the
+    """The Collector down 10 s under load: app-a as compose runs it (otel.env as shipped), 40 requests/s on `/`; the
     Collector is stopped (SIGTERM) for 10 s and started again in place. No request fails, and
     every request's span reaches Jaeger and the Tempo stand-in exactly once."""
     name = "rel-collector-outage"
@@ -230,7 +230,7 @@ def test_jaeger_down_60s_tempo_unaffected_and_jaeger_catches_up(pipeline: Pipeli
 
 
 def test_collector_restart_delivers_what_it_had_queued(pipeline: Pipeline, figures: dict[str, Any]) -> None:
-    """with Jaeger down, 3000 spans are accepted (the Tempo stand-in has them, Jaeger's
+    """The persistent queue survives a restart: with Jaeger down, 3000 spans are accepted (the Tempo stand-in has them, Jaeger's
     share sits in its file_storage queue); the Collector is stopped (SIGTERM) and started again
     with the same queue directory and ports; then Jaeger comes back and gets all of them."""
     service = "rel-collector-restart"
@@ -292,7 +292,7 @@ def in_progress(app_url: str, name: str, path: str) -> float:
 def test_graceful_shutdown_under_load_completes_requests_and_flushes(
     pipeline: Pipeline, figures: dict[str, Any], service: str
 ) -> None:
-    """each service's compose launch config (app-c exports over gRPC) under 20 requests/s
+    """Each service's compose launch config (app-c exports over gRPC) under 20 requests/s
     on `/` plus five 1 s /io_task requests in flight gets SIGTERM, as `docker stop` sends it.
     Every request sent before the signal is answered 200, the process exits 0, and every answered
     request's span and log record reach the backends (the lifespan flush)."""
@@ -353,7 +353,7 @@ def test_graceful_shutdown_under_load_completes_requests_and_flushes(
 def test_openapi_fuzzing_finds_no_unexpected_server_error(
     pipeline: Pipeline, figures: dict[str, Any], tmp_path: Path
 ) -> None:
-    """schemathesis generates valid and invalid requests for every operation of the
+    """Schemathesis generates valid and invalid requests for every operation of the
     app's /openapi.json; none may answer 5xx. Left out: /error_test and /random_status, whose
     500s are designed. /chain calls the app's own /io_task and /cpu_task (no app-b/app-c here)."""
     name = "rel-fuzz"
@@ -396,7 +396,7 @@ def collector_limits() -> tuple[int, int]:
 
 
 def test_overload_is_refused_retryably_within_memory_and_recovers(pipeline: Pipeline, figures: dict[str, Any]) -> None:
-    """five times the sustainable span rate for 30 s into a Collector whose memory_limiter
+    """Overload: five times the sustainable span rate for 30 s into a Collector whose memory_limiter
     is lowered to 64 MiB (COLLECTOR_MEMORY_LIMIT_MIB, spike 16) so that it engages. The Collector
     answers every request, refusing with retryable statuses only (503/429), its resident memory
     stays under the container limit compose would give it for that limiter setting (the same
