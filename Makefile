@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-UV_VERSION := 0.13.9
+# .env is the one source of versions: the image's Python and uv are the test venv's too.
+env_version = $(shell sed -n 's/^$(1)=//p' .env)
+PYTHON_VERSION := $(call env_version,PYTHON_VERSION)
+UV_VERSION := $(call env_version,UV_VERSION)
 VENV := services/.venv
 BIN := $(VENV)/bin
 
@@ -14,7 +17,7 @@ help: ## List the targets
 venv: $(VENV)/.synced ## Install the locked Python dependencies (app, tests, linters, Locust)
 $(VENV)/.synced: services/pyproject.toml services/uv.lock
 	@command -v uv >/dev/null || { echo "error: uv is missing: pip install uv==$(UV_VERSION)" >&2; exit 1; }
-	uv sync --project services --frozen --all-groups
+	uv sync --project services --frozen --all-groups --python $(PYTHON_VERSION)
 	@touch $@
 
 native: ## Build the Collector, Jaeger and Prometheus from source at the .env versions (cached)
@@ -76,7 +79,7 @@ images: ## Build the app and Collector images for k8s/ (REGISTRY=... also pushes
 # Options: NATIVE=1              against the native stack (native/, built by `make native`)
 #                                instead of the compose stack started by `make up`
 #          USERS=50 SPAWN_RATE=10 DURATION=1m   `make load-headless`'s load shape
-#          BENCH_ARGS="--rounds 1 --duration 3"  passed to loadtest/bench.py (--help lists them)
+#          BENCH_ARGS="--rounds 1 --duration 3"  passed to python -m loadtest.bench (--help lists them)
 NATIVE ?=
 native_load := $(filter 1 yes true,$(NATIVE))
 USERS ?= 50
@@ -113,4 +116,4 @@ endif
 bench: venv native ## Overhead + Collector capacity benchmark (~15 min, wrk, Go): docs/benchmarks.{json,md}
 	@command -v wrk >/dev/null || { echo "error: make bench needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)" >&2; exit 1; }
 	@loadtest/build_telemetrygen.sh >/dev/null
-	$(BIN)/python loadtest/bench.py $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)

@@ -1,5 +1,5 @@
 """THE "BEFORE" DESIGN, FOR `make bench` ONLY: the same app instrumented by hand, the way the
-reference project's README does it. Never deployed; loadtest/bench.py compares it with the
+reference project's README does it. Never deployed; the benchmark (loadtest/bench) compares it with the
 zero-code services (services/README.md) on the same routes.
 
 What the reference did, and this module does:
@@ -12,7 +12,7 @@ What the reference did, and this module does:
 - /chain propagates the context with `inject(headers)` (here an httpx request hook), no client spans.
 The routes, their logging and the header-size guard are services/app's own (imported).
 
-Launch (what bench.py runs, from services/ with loadtest/ on PYTHONPATH):
+Launch (what the benchmark runs, from services/ with loadtest/ on PYTHONPATH):
     HAND_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_SERVICE_NAME=app-a \\
         gunicorn -c gunicorn.conf.py hand_instrumented:app
 """
@@ -95,5 +95,5 @@ tracer_provider = TracerProvider(resource=resource)
 trace.set_tracer_provider(tracer_provider)
 tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=OTLP_ENDPOINT, insecure=True)))
 LoggingInstrumentor().instrument(set_logging_format=True, enable_log_auto_instrumentation=False)
-# /metrics and /healthz untraced, as in the zero-code apps, so bench.py can count spans exactly.
+# /metrics and /healthz untraced, as in the zero-code apps, so the benchmark can count spans exactly.
 FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, excluded_urls="/metrics,/healthz")

@@ -113,7 +113,3 @@ class AppsUser(FastHttpUser):
         options = self.environment.parsed_options
         low, high = (0.5, 2.0) if options is None else (float(options.wait_min), float(options.wait_max))
         return random.uniform(low, max(low, high))
-
-
-# Every request name in the mix (tests/test_loadtest.py checks each was called).
-REQUEST_NAMES = tuple(endpoint.name(app) for app in APP_NAMES for endpoint in ENDPOINTS)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Apache-2.0 programs the end-to-end tests run (the Collector from our manifest, the
-# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../.env.
+# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../.env, and
+# composecheck (native/composecheck), the compose file loader the compose tests use.
 # Each lands in .cache/native/<name>-<key>/ and is reused while its key (version, plus the
 # manifest's hash for Collectors) is unchanged. Prints nothing but progress; exits non-zero
 # with a readable message on any failure.
@@ -121,6 +122,18 @@ build_kubeconform() {
   GOBIN="$out" CGO_ENABLED=0 go install -trimpath "github.com/yannh/kubeconform/cmd/kubeconform@v$(env_value KUBECONFORM_VERSION)"
 }
 
+# composecheck: compose-go, the library `docker compose` loads files with, behind a small CLI
+# (native/composecheck/main.go). Keyed on compose-go's version in its go.mod plus a hash of the
+# module's files, so an edit rebuilds it.
+composecheck_key() {
+  local dir="$root/native/composecheck" version
+  version=$(sed -n 's#^require github.com/compose-spec/compose-go/v2 v##p' "$dir/go.mod")
+  printf '%s-%s' "$version" "$(cat "$dir/go.mod" "$dir/go.sum" "$dir/main.go" | sha256sum | cut -c1-12)"
+}
+build_composecheck() {
+  (cd "$root/native/composecheck" && go build -trimpath -buildvcs=false -o "$out/composecheck" .)
+}
+
 manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
 
 collector_key=$(manifest_key "$root/collector/manifest.yaml")
@@ -132,6 +145,7 @@ build_once prometheus "$prometheus_version" build_prometheus
 build_once kubernetes "$(env_value KUBERNETES_VERSION)" build_kubernetes
 build_once etcd "$(env_value ETCD_VERSION)" build_etcd
 build_once kubeconform "$(env_value KUBECONFORM_VERSION)" build_kubeconform
+build_once composecheck "$(composecheck_key)" build_composecheck
 
 # nativestack (native/nativestack/paths.py) reads the binaries' paths from here rather than re-deriving the keys.
 cat >"$cache/binaries.env" <<PATHS
@@ -144,4 +158,5 @@ KUBE_APISERVER=$cache/kubernetes-$(env_value KUBERNETES_VERSION)/kube-apiserver
 KUBECTL=$cache/kubernetes-$(env_value KUBERNETES_VERSION)/kubectl
 ETCD=$cache/etcd-$(env_value ETCD_VERSION)/etcd
 KUBECONFORM=$cache/kubeconform-$(env_value KUBECONFORM_VERSION)/kubeconform
+COMPOSECHECK=$cache/composecheck-$(composecheck_key)/composecheck
 PATHS

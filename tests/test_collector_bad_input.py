@@ -1,5 +1,5 @@
-"""Issue 3, item 8: garbage posted to the Collector's OTLP endpoints gets a 4xx, and the
-Collector keeps serving."""
+"""Bad input to the Collector: garbage and oversized payloads posted to its OTLP endpoints get a
+4xx, and the Collector keeps serving."""
 
 import httpx
 import pytest

@@ -1,4 +1,4 @@
-"""Issue 4: Grafana's data sources and dashboards, proven against the real data of the native stack.
+"""Grafana's data sources and dashboards, proven against the real data of the native stack.
 
 Grafana, Tempo and Loki are AGPL and never run here, so what Grafana would send is rebuilt from
 the provisioning files and run against the real programs: every PromQL target (variables set to
@@ -31,22 +31,23 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from helpers import grafana as gf
-from helpers.clients import JaegerAPI, PrometheusAPI, otlp_log_records
+from helpers.clients import JaegerAPI, PrometheusAPI, Trace, otlp_log_records
+from helpers.logs import group_lines
 from helpers.traffic import Traffic
 from nativestack import compose
+from nativestack.apps import APP_NAMES
 from nativestack.paths import REPO
 from nativestack.processes import wait_until
 from nativestack.stack import Stack
 
-APPS = ["app-a", "app-b", "app-c"]
 SLOW = 120  # seconds: span and service-graph metrics flush every 15 s, rate() needs two points
 HOME_DASHBOARD = "fastapi-observability.json"
 GRAFANA_DASHBOARDS_MOUNT = "/var/lib/grafana/dashboards"
 # Built-in Grafana variables, set as a dashboard would on a 15-minute range.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "15m", "__auto": "1m"}
-# Where Loki 3 puts an OTLP record's fields (NOTES.md §5, backends/loki.yaml): resource
-# service.name becomes the index label service_name; the ids and severity become structured
-# metadata under these names.
+# Where Loki 3 puts an OTLP record's fields (backends/loki.yaml, and "Format considerations" in
+# https://grafana.com/docs/loki/v3.7.x/send-data/otel/): resource service.name becomes the index
+# label service_name; the ids and severity become structured metadata under these names.
 OTLP_METADATA = {"trace_id": "traceId", "span_id": "spanId", "severity_text": "severityText"}
 ZERO_TRACE_ID = "0" * 32
 # A stdout line's own trace id, as services/app/logging_config.py prints it.
@@ -123,16 +124,8 @@ def driver_entries(stack: Stack) -> list[gf.LogEntry]:
     for service, app in stack.apps.items():
         options = compose_spec()["services"][service]["logging"]["options"]
         first_line = yaml.safe_load(options["loki-pipeline-stages"])[0]["multiline"]["firstline"]
-        labels = driver_labels(service)
-        record: list[str] = []
-        for line in app.process.output().splitlines():
-            if re.match(first_line, line) and record:
-                entries.append(gf.LogEntry(labels, {}, "\n".join(record)))
-                record = []
-            if re.match(first_line, line) or record:
-                record.append(line)
-        if record:
-            entries.append(gf.LogEntry(labels, {}, "\n".join(record)))
+        for lines in group_lines(app.process.output().splitlines(), first_line):
+            entries.append(gf.LogEntry(driver_labels(service), {}, "\n".join(lines)))
     return entries
 
 
@@ -152,7 +145,7 @@ def sdk_runtime() -> None:
     plugins.register_default_plugins()
 
 
-def chain_trace(jaeger: JaegerAPI) -> dict[str, Any]:
+def chain_trace(jaeger: JaegerAPI) -> Trace:
     """A /chain trace (app-a -> app-a, app-b, app-c) stored in Jaeger."""
     traces = wait_until(lambda: jaeger.traces("app-a", "GET /chain"), "a /chain trace in Jaeger", timeout=SLOW)
     return traces[0]
@@ -283,7 +276,7 @@ def test_provisioning_escapes_every_dollar() -> None:
 def test_logql_targets_parse_and_select_labels_both_log_paths_have() -> None:
     # Stream labels: service_name on both paths (OTLP: resource service.name, an index label in
     # backends/loki.yaml; driver: compose's relabel), log_source only on driver lines.
-    driver = {label for service in APPS for label in driver_labels(service)}
+    driver = {label for service in APP_NAMES for label in driver_labels(service)}
     assert {"service_name", "log_source"} <= driver
     assert "service.name" in (REPO / "backends" / "loki.yaml").read_text()
     stream_labels = {"service_name", "log_source"}
@@ -306,18 +299,22 @@ def label_values(prometheus: PrometheusAPI, label: str, selector: str) -> list[s
 
 
 def test_variable_queries_return_the_apps(stack: Stack, traffic: Traffic, prometheus: PrometheusAPI) -> None:
-    expected = {"app_name": set(APPS), "service": set(APPS), "span_kind": {"SPAN_KIND_SERVER", "SPAN_KIND_CLIENT"}}
+    expected = {
+        "app_name": set(APP_NAMES),
+        "service": set(APP_NAMES),
+        "span_kind": {"SPAN_KIND_SERVER", "SPAN_KIND_CLIENT"},
+    }
     for board in gf.dashboards().values():
         for variable in board.get("templating", {}).get("list", []):
             match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"])
             assert match, variable["query"]
-            selector = gf.interpolate(match.group(1), {"service": "|".join(APPS)})
+            selector = gf.interpolate(match.group(1), {"service": "|".join(APP_NAMES)})
             probe = partial(label_values, prometheus, match.group(2), selector)
             wanted = expected[variable["name"]]
             wait_until(lambda: wanted <= set(probe()), f"values of ${variable['name']}", timeout=SLOW)  # noqa: B023
 
 
-@pytest.mark.parametrize("app", APPS)
+@pytest.mark.parametrize("app", APP_NAMES)
 def test_every_promql_target_returns_series(
     app: str, stack: Stack, traffic: Traffic, prometheus: PrometheusAPI
 ) -> None:
@@ -389,7 +386,7 @@ def test_loki_text_derived_fields_extract_real_trace_ids(
                 sampled[entry.labels["service_name"]].add(own.group(1))
         # OTLP bodies carry no id in the text: no false link there.
         assert not any(pattern.search(e.line) for e in otlp)
-    assert set(sampled) == set(APPS)
+    assert set(sampled) == set(APP_NAMES)
     for ids in sampled.values():
         for trace_id in sorted(ids)[:3]:
             for api in (jaeger, tempo):
@@ -407,7 +404,7 @@ def test_otlp_log_records_carry_the_trace_id_the_label_field_reads(
         "OTLP log records with a trace id",
         timeout=SLOW,
     )
-    assert {e.labels["service_name"] for e in entries} == set(APPS)
+    assert {e.labels["service_name"] for e in entries} == set(APP_NAMES)
     for entry in entries[:5]:
         assert re.fullmatch(r"[0-9a-f]{32}", entry.metadata["trace_id"])
         wait_until(partial(jaeger.trace, entry.metadata["trace_id"]), "trace of an OTLP record", timeout=SLOW)
@@ -420,33 +417,30 @@ def test_traces_to_logs_finds_the_trace_on_both_log_paths(
     settings = gf.datasources()[uid]["jsonData"]["tracesToLogsV2"]
     assert settings["customQuery"] and settings["datasourceUid"] == "loki"
     trace = chain_trace(jaeger)
-    processes = trace["processes"]
     wait_until(lambda: otlp_entries(stack), "OTLP log records", timeout=SLOW)
     entries = driver_entries(stack) + otlp_entries(stack)
-    for span in trace["spans"]:
-        process = processes[span["processID"]]
-        tags = {tag["key"]: tag["value"] for tag in process["tags"]}
+    for span in trace.spans:
         # Jaeger's API carries the service.name resource attribute as the process serviceName;
         # Tempo hands it to Grafana as the span's `service.name` tag.
-        tags["service.name"] = process["serviceName"]
+        tags = {**span.resource, "service.name": span.service}
         mapped = [f'{tag.get("value") or tag["key"]}="{tags[tag["key"]]}"' for tag in settings.get("tags", [])]
         query_text = gf.interpolate(
             settings["query"],
-            {"__tags": ", ".join(mapped), "__span.traceId": trace["traceID"], "__trace.traceId": trace["traceID"]},
+            {"__tags": ", ".join(mapped), "__span.traceId": trace.trace_id, "__trace.traceId": trace.trace_id},
         )
         query = gf.parse_logql(query_text)
         kept = gf.evaluate(query, entries)
         paths = {"docker_driver" if e.labels.get("log_source") == "docker_driver" else "otlp" for e, _ in kept}
-        assert paths == {"docker_driver", "otlp"}, f"{process['serviceName']} {span['operationName']}: {query_text}"
+        assert paths == {"docker_driver", "otlp"}, f"{span.service} {span.name}: {query_text}"
         for entry, _ in kept:
-            assert trace["traceID"] in entry.line or entry.metadata.get("trace_id") == trace["traceID"]
+            assert trace.trace_id in entry.line or entry.metadata.get("trace_id") == trace.trace_id
         services = {e.labels["service_name"] for e, _ in kept}
-        assert process["serviceName"] in services
+        assert span.service in services
     # The mapped tags are attributes real spans carry, and name labels the logs really have.
     for tag in settings.get("tags", []):
         assert tag["key"] == "service.name", tag  # the only mapping: present on every span
-        assert {process["serviceName"] for process in processes.values()} == set(APPS)
-        for service in APPS:
+        assert {span.service for span in trace.spans} == set(APP_NAMES)
+        for service in APP_NAMES:
             assert compose.service_environment(compose_spec(), service)["OTEL_SERVICE_NAME"] == service
             assert driver_labels(service)["service_name"] == service
 
@@ -457,10 +451,8 @@ def test_traces_to_metrics_queries_return_series(
 ) -> None:
     settings = gf.datasources()[uid]["jsonData"]["tracesToMetrics"]
     assert settings["datasourceUid"] == "prometheus" and len(settings["queries"]) == 3
-    trace = chain_trace(jaeger)
-    process = next(p for p in trace["processes"].values() if p["serviceName"] == "app-a")
-    tags = {tag["key"]: tag["value"] for tag in process["tags"]}
-    tags["service.name"] = process["serviceName"]  # see the traces-to-logs test
+    span = next(span for span in chain_trace(jaeger).spans if span.service == "app-a")
+    tags = {**span.resource, "service.name": span.service}  # see the traces-to-logs test
     for tag in settings["tags"]:
         assert tag["key"] in tags, f"{tag['key']} is on no real span of {uid}"
     matchers = ", ".join(f'{tag.get("value") or tag["key"]}="{tags[tag["key"]]}"' for tag in settings["tags"])

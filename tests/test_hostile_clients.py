@@ -26,17 +26,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from app.limits import MAX_TARGET_BYTES, REQUEST_TIMEOUT_SECONDS
-from helpers.clients import JaegerAPI, PrometheusAPI, span_tags
+from helpers.clients import JaegerAPI, PrometheusAPI, Span
 from helpers.request_loop import RequestLoop
+from helpers.waiting import wait_for_count
 from nativestack import compose
 from nativestack.apps import App, start_app
 from nativestack.backends import Prometheus, start_prometheus
@@ -80,17 +80,13 @@ def service_of(app: App) -> str:
     return app.process.name
 
 
-def server_spans(jaeger: JaegerAPI, service: str) -> list[dict[str, Any]]:
-    spans = {span["spanID"]: span for span in jaeger.service_spans(service)}
-    return [span for span in spans.values() if span_tags(span).get("span.kind") == "server"]
+def server_spans(jaeger: JaegerAPI, service: str) -> list[Span]:
+    spans = {span.span_id: span for span in jaeger.service_spans(service)}
+    return [span for span in spans.values() if span.kind == "server"]
 
 
-def wait_for_spans(jaeger: JaegerAPI, service: str, count: int) -> list[dict[str, Any]]:
-    return wait_until(
-        lambda: found if len(found := server_spans(jaeger, service)) >= count else None,
-        f"{count} server spans of {service}",
-        timeout=SLOW,
-    )
+def wait_for_spans(jaeger: JaegerAPI, service: str, count: int) -> list[Span]:
+    return wait_for_count(lambda: server_spans(jaeger, service), count, f"server spans of {service}", timeout=SLOW)
 
 
 def prometheus_value(prometheus: PrometheusAPI, promql: str) -> float:
@@ -233,9 +229,9 @@ def test_exactly_health_and_metrics_are_left_out_of_traces(
     # every span the requests before it made.
     last = f"/items/{uuid.uuid4().int % 10**9}"
     assert httpx.get(app.url + last, timeout=10).status_code == 200
-    wait_until(lambda: last in [span_tags(s)["url.path"] for s in server_spans(jaeger, service)], last, timeout=SLOW)
+    wait_until(lambda: last in [s.tags["url.path"] for s in server_spans(jaeger, service)], last, timeout=SLOW)
 
-    traced = sorted(span_tags(span)["url.path"] for span in server_spans(jaeger, service))
+    traced = sorted(span.tags["url.path"] for span in server_spans(jaeger, service))
     expected = [httpx.URL(app.url + path).path for path in [*NEAR_MISSES, last]]
     assert traced == sorted(expected)
     # The metrics agree: the near misses counted at /metrics and over OTLP, nothing else.
@@ -268,7 +264,7 @@ def test_a_long_query_string_is_cut_to_the_limit_on_the_stored_span(launch: Laun
     huge = b"GET /items/3?q=" + b"d" * (60 * 1024) + b" HTTP/1.1\r\nHost: a\r\n\r\n"
     assert raw_request(app.port, huge) in (b"HTTP/1.1 414 Request-URI Too Long", b"HTTP/1.1 400 Bad Request")
 
-    spans = {span_tags(s)["url.path"]: span_tags(s) for s in wait_for_spans(jaeger, service_of(app), 2)}
+    spans = {s.tags["url.path"]: s.tags for s in wait_for_spans(jaeger, service_of(app), 2)}
     spans.pop("/items/3", None)
     assert spans["/items/1"]["url.query"] == accepted[:SPAN_ATTRIBUTE_LIMIT]
     assert spans["/items/1"]["user_agent.original"] == agent[:SPAN_ATTRIBUTE_LIMIT]
@@ -404,7 +400,7 @@ def test_span_metrics_fold_span_names_past_the_cardinality_limit(stack: Stack, p
     for index in range(names):
         span = spans.add()
         span.trace_id, span.span_id = uuid.uuid4().bytes, uuid.uuid4().bytes[:8]
-        span.name, span.kind = f"GET /users/{index}", Span.SPAN_KIND_SERVER
+        span.name, span.kind = f"GET /users/{index}", OtlpSpan.SPAN_KIND_SERVER
         span.start_time_unix_nano, span.end_time_unix_nano = now - 1_000_000, now
     response = httpx.post(
         f"{stack.collector.otlp_http_url}/v1/traces",

@@ -1,4 +1,4 @@
-"""Issue 5: the Locust mix (loadtest/locustfile.py) runs headless against the apps and calls every
+"""The Locust mix (loadtest/locustfile.py) runs headless against the apps and calls every
 endpoint of the three services by its readable name, with no failure but the designed ones.
 
 The apps are a trio of their own, launched like the session stack's (the Dockerfile's CMD,

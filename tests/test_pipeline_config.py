@@ -1,4 +1,4 @@
-"""Issue 3: the configs are valid for the real programs at the pinned versions, the manifest
+"""The pipeline's configs are valid for the real programs at the pinned versions, the manifest
 matches the config, and a broken config fails fast with a readable error."""
 
 import re

@@ -1,4 +1,6 @@
-"""Issue 6, cases 1-6: what happens on a bad day, with nothing lost.
+"""Faults on a bad day, with nothing lost: the SDK riding out a Collector outage, one trace
+backend down, a Collector restart with its persistent queue, graceful shutdown of each service,
+fuzzed requests, and overload.
 
 Every case runs on a private pipeline (nativestack.pipeline: the real Collector with
 collector/config.yaml, Jaeger, a second Jaeger as the Tempo stand-in, the Loki stand-in) and the
@@ -10,11 +12,10 @@ The repo's rule is no timing assertions: latencies, outage lengths and memory pe
 run. The tests assert what must hold whatever the machine's speed: no failed request, every span
 delivered once, nothing refused that should not be.
 
-Covered elsewhere, not repeated here (case 6): malformed traceparent/baggage headers in
-tests/test_services_unit.py (test_real_command_traces_logs_and_flushes_on_sigterm), garbage and
-oversized OTLP payloads in tests/test_collector_bad_input.py, invalid Collector configs in
-tests/test_pipeline_config.py. Case 7 (the shipped stack's security) is tests/test_security.py
-beside tests/test_compose.py.
+Covered elsewhere, not repeated here: malformed traceparent/baggage headers in
+tests/test_services_e2e.py (test_hostile_trace_headers_are_ignored_and_a_fresh_trace_starts),
+garbage and oversized OTLP payloads in tests/test_collector_bad_input.py, invalid Collector
+configs in tests/test_pipeline_config.py, the shipped stack's security in tests/test_security.py.
 """
 
 import json
@@ -35,6 +36,7 @@ from helpers.clients import otlp_log_records
 from helpers.environment import environment
 from helpers.request_loop import RequestLoop, Result, percentile, window
 from helpers.spans import generate, stored_spans, wait_for_spans
+from nativestack.apps import APP_NAMES
 from nativestack.counters import span_counters
 from nativestack.paths import REPO, read_env_file
 from nativestack.pipeline import Pipeline, start_pipeline
@@ -48,7 +50,7 @@ OTEL_ENV = REPO / "services" / "otel.env"
 # The pipeline's sustainable rate on this 2-core machine, measured with helpers.spans.generate into the
 # Collector, Jaeger and the Tempo stand-in: 20k spans/s for 20 s was all accepted with the
 # exporter queues near empty; 30k/s already had 503s once the 50k-span queues filled
-# (docs/reliability.md, "Calibration"). Case 4 offers five times this.
+# (docs/reliability.md, "Calibration"). The overload test offers five times this.
 SUSTAINABLE_SPANS_PER_S = 20_000
 
 
@@ -69,11 +71,8 @@ def record(figures: dict[str, Any], case: str, **values: Any) -> None:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    running = start_pipeline(tmp_path_factory.mktemp("reliability"))
-    try:
+    with start_pipeline(tmp_path_factory.mktemp("reliability")) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def ms(seconds: float) -> float:
@@ -89,16 +88,17 @@ def latency_figures(results: list[Result]) -> dict[str, float | int]:
     }
 
 
-# ---------------------------------------------------------------- case 1: the SDK rides out a Collector outage
+# ---------------------------------------------------------------- the SDK rides out a Collector outage
 
 
 def test_sdk_exporter_timeout_is_long_enough_for_its_retries(figures: dict[str, Any]) -> None:
     """SDK 1.45.2 reads OTEL_EXPORTER_OTLP_TIMEOUT in seconds (the spec says milliseconds:
-    opentelemetry-python #4044), and it bounds the whole export, retries included. Retries come
-    at 1, 2, 4, 8, 16 s (each +-20%) after the previous attempt, 6 attempts at most: a batch
-    rides out a 10 s outage only if its 5th attempt (12-18 s after the first) still fits the
-    deadline, which needs at least 8.4 s + 9.6 s = 18 s. If an SDK upgrade switches to
-    milliseconds, otel.env's value has to change with it: this fails first."""
+    https://github.com/open-telemetry/opentelemetry-python/issues/4044), and it bounds the whole
+    export, retries included. Retries come at 1, 2, 4, 8, 16 s (each +-20%) after the previous
+    attempt, 6 attempts at most: a batch rides out a 10 s outage only if its 5th attempt (12-18 s
+    after the first) still fits the deadline, which needs at least 8.4 s + 9.6 s = 18 s. If an
+    SDK upgrade switches to milliseconds, otel.env's value has to change with it: this fails
+    first."""
     from opentelemetry.exporter.otlp.common import http as sdk_http
     from opentelemetry.exporter.otlp.proto.grpc import exporter as sdk_grpc
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -131,7 +131,7 @@ def test_sdk_exporter_timeout_is_long_enough_for_its_retries(figures: dict[str, 
 
 
 def test_collector_down_10s_under_load_loses_nothing(pipeline: Pipeline, figures: dict[str, Any]) -> None:
-    """Case 1: app-a as compose runs it (otel.env as shipped), 40 requests/s on `/`; the
+    """The Collector down 10 s under load: app-a as compose runs it (otel.env as shipped), 40 requests/s on `/`; the
     Collector is stopped (SIGTERM) for 10 s and started again in place. No request fails, and
     every request's span reaches Jaeger and the Tempo stand-in exactly once."""
     name = "rel-collector-outage"
@@ -175,11 +175,11 @@ def test_collector_down_10s_under_load_loses_nothing(pipeline: Pipeline, figures
     app.process.stop()
 
 
-# ---------------------------------------------------------------- case 2: one backend down, the other unaffected
+# ---------------------------------------------------------------- one backend down, the other unaffected
 
 
 def test_jaeger_down_60s_tempo_unaffected_and_jaeger_catches_up(pipeline: Pipeline, figures: dict[str, Any]) -> None:
-    """Case 2: 500 spans/s into the Collector while Jaeger is down for 60 s. The Tempo stand-in
+    """500 spans/s into the Collector while Jaeger is down for 60 s. The Tempo stand-in
     gets every span during the outage, once; the Collector refuses nothing (Jaeger's share waits
     in its persistent queue, far from full); Jaeger, restarted in place on its Badger store,
     ends up with every span, once."""
@@ -226,11 +226,11 @@ def test_jaeger_down_60s_tempo_unaffected_and_jaeger_catches_up(pipeline: Pipeli
     assert not [v for v in refused.values() if v], refused
 
 
-# ---------------------------------------------------------------- case 3: the persistent queue survives a restart
+# ---------------------------------------------------------------- the persistent queue survives a restart
 
 
 def test_collector_restart_delivers_what_it_had_queued(pipeline: Pipeline, figures: dict[str, Any]) -> None:
-    """Case 3: with Jaeger down, 3000 spans are accepted (the Tempo stand-in has them, Jaeger's
+    """The persistent queue survives a restart: with Jaeger down, 3000 spans are accepted (the Tempo stand-in has them, Jaeger's
     share sits in its file_storage queue); the Collector is stopped (SIGTERM) and started again
     with the same queue directory and ports; then Jaeger comes back and gets all of them."""
     service = "rel-collector-restart"
@@ -274,7 +274,7 @@ def test_collector_restart_delivers_what_it_had_queued(pipeline: Pipeline, figur
     assert tempo.ids == set(sent.accepted_ids) and tempo.copies == sent.accepted, "re-sent to the Tempo stand-in"
 
 
-# ---------------------------------------------------------------- case 5: graceful shutdown of each service
+# ---------------------------------------------------------------- graceful shutdown of each service
 
 
 def in_progress(app_url: str, name: str, path: str) -> float:
@@ -288,11 +288,11 @@ def in_progress(app_url: str, name: str, path: str) -> float:
     return float(match[1]) if match else 0.0
 
 
-@pytest.mark.parametrize("service", ["app-a", "app-b", "app-c"])
+@pytest.mark.parametrize("service", APP_NAMES)
 def test_graceful_shutdown_under_load_completes_requests_and_flushes(
     pipeline: Pipeline, figures: dict[str, Any], service: str
 ) -> None:
-    """Case 5: each service's compose launch config (app-c exports over gRPC) under 20 requests/s
+    """Each service's compose launch config (app-c exports over gRPC) under 20 requests/s
     on `/` plus five 1 s /io_task requests in flight gets SIGTERM, as `docker stop` sends it.
     Every request sent before the signal is answered 200, the process exits 0, and every answered
     request's span and log record reach the backends (the lifespan flush)."""
@@ -347,13 +347,13 @@ def test_graceful_shutdown_under_load_completes_requests_and_flushes(
     assert logs.count("io task") == slow and logs.count("Hello World") == len(answered)
 
 
-# ---------------------------------------------------------------- case 6: bad input to the services
+# ---------------------------------------------------------------- bad input to the services
 
 
 def test_openapi_fuzzing_finds_no_unexpected_server_error(
     pipeline: Pipeline, figures: dict[str, Any], tmp_path: Path
 ) -> None:
-    """Case 6: schemathesis generates valid and invalid requests for every operation of the
+    """Schemathesis generates valid and invalid requests for every operation of the
     app's /openapi.json; none may answer 5xx. Left out: /error_test and /random_status, whose
     500s are designed. /chain calls the app's own /io_task and /cpu_task (no app-b/app-c here)."""
     name = "rel-fuzz"
@@ -381,7 +381,7 @@ def test_openapi_fuzzing_finds_no_unexpected_server_error(
     app.process.stop()
 
 
-# ---------------------------------------------------------------- case 4: overload
+# ---------------------------------------------------------------- overload
 
 
 def collector_limits() -> tuple[int, int]:
@@ -396,7 +396,7 @@ def collector_limits() -> tuple[int, int]:
 
 
 def test_overload_is_refused_retryably_within_memory_and_recovers(pipeline: Pipeline, figures: dict[str, Any]) -> None:
-    """Case 4: five times the sustainable span rate for 30 s into a Collector whose memory_limiter
+    """Overload: five times the sustainable span rate for 30 s into a Collector whose memory_limiter
     is lowered to 64 MiB (COLLECTOR_MEMORY_LIMIT_MIB, spike 16) so that it engages. The Collector
     answers every request, refusing with retryable statuses only (503/429), its resident memory
     stays under the container limit compose would give it for that limiter setting (the same

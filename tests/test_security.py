@@ -1,29 +1,20 @@
-"""Issue 6, case 7: security of the shipped stack, the checks tests/test_compose.py does not make.
-
-test_compose.py already covers: host ports on 127.0.0.1 only, no host networking, read-only
-config mounts, healthchecks, non-root `user:` values and volume owners, Grafana's auth and
-password-by-file, `.secrets/` git-ignored, zpages' default address and no pprof. Here: the images'
-own users where compose sets none, no host privileges, what the committed env files may hold,
-every declared secret file git-ignored, no key material in git, and no debug surface in the
-Collector's and Jaeger's configs.
+"""Security of the shipped stack: every container's user (compose's `user:` or its image's), no
+host privileges, what the committed env files may hold, every secret file git-ignored, no key
+material in git, and no debug surface published or enabled (the Collector's, Jaeger's). Host
+ports on 127.0.0.1 only and read-only config mounts are tests/test_compose.py's.
 """
 
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from helpers.compose_files import COMPOSE_FILE, COMPOSE_FILES, PASSWORD_FILE, load, load_raw, published
 from nativestack import compose as compose_file
 from nativestack.paths import REPO, read_env_file
 
-COMPOSE_FILES = [
-    REPO / "docker-compose.yaml",
-    REPO / "backends" / "compose.default-logging.yaml",
-    REPO / "backends" / "compose.cassandra.yaml",
-]
 ROOT = {"0", "root", "0:0", "root:root"}
 SECRET_WORDS = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|CREDENTIAL|PRIVATE", re.IGNORECASE)
 
@@ -37,15 +28,14 @@ IMAGE_USERS = {
     "locust": "locustio/locust runs as user locust",
     "cassandra": "the entrypoint needs root to own its data directory, then drops to cassandra",
 }
-
-
-def load(path: Path) -> dict[str, Any]:
-    # `${VAR}` left as text: these checks read structure, not versions.
-    return compose_file.parse(path.read_text())
+# Root at start, on purpose: the volume owner's chown job, and Cassandra's entrypoint.
+ROOT_AT_START = {"volume-init", "cassandra"}
 
 
 def services() -> list[tuple[str, str, dict[str, Any]]]:
-    return [(path.name, name, spec) for path in COMPOSE_FILES for name, spec in load(path)["services"].items()]
+    """(file name, service name, spec) of every file; `${VAR}` left as text: these checks read
+    structure, not versions."""
+    return [(path.name, name, spec) for path in COMPOSE_FILES for name, spec in load_raw(path)["services"].items()]
 
 
 def git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,8 +47,13 @@ def git(*args: str) -> subprocess.CompletedProcess[str]:
 # ---------------------------------------------------------------- users and privileges
 
 
-def test_services_without_a_compose_user_run_as_their_images_non_root_user() -> None:
-    base = load(REPO / "docker-compose.yaml")["services"]
+def test_every_container_runs_as_a_non_root_user() -> None:
+    """Compose's `user:` where it sets one, the image's own user where it does not; the two that
+    start as root do so on purpose and within bounds."""
+    base = load(COMPOSE_FILE)["services"]
+    for name, spec in base.items():
+        if name not in ROOT_AT_START:
+            assert str(spec.get("user", "")) not in ROOT, f"{name} runs as root"
     without_user = {name for name, spec in base.items() if "user" not in spec}
     assert without_user == set(IMAGE_USERS), "decide (and record in IMAGE_USERS) who a new service runs as"
     # The services image is ours: its final stage must switch to a non-root user.
@@ -71,6 +66,20 @@ def test_services_without_a_compose_user_run_as_their_images_non_root_user() -> 
     # The Collector image keeps the contrib image's non-root user (compose also states 10001).
     collector = (REPO / "collector" / "Dockerfile").read_text()
     assert not [u for u in re.findall(r"^USER\s+(\S+)", collector, re.MULTILINE) if u in ROOT]
+    # The one job that needs root (chown of the data volumes): every capability but CHOWN
+    # dropped, and no network.
+    init = base["volume-init"]
+    assert str(init["user"]) in ROOT and init["cap_drop"] == ["ALL"] and init["cap_add"] == ["CHOWN"]
+    assert init["network_mode"] == "none"
+    # The owner volume-init gives the volumes is the user of the services writing them.
+    owner = re.search(r"chown (\d+:\d+)", " ".join(init["command"]))
+    assert owner
+    shared = {mount.split(":")[0] for mount in init["volumes"]}
+    for name, spec in base.items():
+        for volume in spec.get("volumes", []):
+            if isinstance(volume, dict) and volume.get("source") in shared and name != "volume-init":
+                assert spec.get("user") == owner[1], f"{name} writes {volume['source']} as another user"
+                assert volume.get("volume", {}).get("nocopy") is True, f"{name}: image content would reset the owner"
 
 
 def test_no_service_gets_host_privileges() -> None:
@@ -116,13 +125,16 @@ def test_service_env_file_holds_no_credentials() -> None:
 
 
 def test_every_declared_secret_file_is_git_ignored_and_untracked() -> None:
+    """The secret files compose mounts, and `.secrets/` where `make up` writes them."""
     tracked = set(git("ls-files").stdout.split())
     declared = []
     for path in COMPOSE_FILES:
-        for name, secret in (load(path).get("secrets") or {}).items():
+        for name, secret in (load_raw(path).get("secrets") or {}).items():
             if "file" in secret:
                 declared.append((name, str(secret["file"]).removeprefix("./")))
-    assert declared, "docker-compose.yaml declares the Grafana admin password as a secret file"
+    assert ("grafana_admin_password", PASSWORD_FILE) in declared
+    assert git("check-ignore", "-q", ".secrets/").returncode == 0, ".secrets/ is not git-ignored"
+    assert not [file for file in tracked if file.startswith(".secrets/")], ".secrets/ has tracked files"
     for name, file in declared:
         assert git("check-ignore", "-q", file).returncode == 0, f"secret {name}: {file} is not git-ignored"
         assert file not in tracked, f"secret {name}: {file} is committed"
@@ -155,8 +167,18 @@ def test_no_key_material_is_tracked() -> None:
 DEBUG_EXTENSIONS = ("zpages", "pprof", "remotetap", "expvar")
 
 
-def test_collector_debug_surface_is_loopback_only_and_no_payload_logging() -> None:
-    config = yaml.safe_load(compose_file.with_env_defaults((REPO / "collector" / "config.yaml").read_text()))
+def test_collector_debug_surface_is_unpublished_loopback_only_and_logs_no_payloads() -> None:
+    """zpages and pprof are neither published nor reachable beyond the container's loopback, and
+    nothing prints payloads: no debug exporter, logs at info or above."""
+    services = load(COMPOSE_FILE)["services"]
+    for name, spec in services.items():
+        for _, host, container in published(spec):
+            assert container not in (55679, 1777) and host not in (55679, 1777), f"{name} publishes a debug endpoint"
+    assert sorted(c for _, _, c in published(services["collector"])) == [4317, 4318]
+    text = (REPO / "collector" / "config.yaml").read_text()
+    assert re.search(r"zpages:\s*\n(?:\s*#.*\n)*\s*endpoint: \$\{env:[A-Z_]+:-127\.0\.0\.1:55679\}", text)
+    config = yaml.safe_load(compose_file.with_env_defaults(text))
+    assert "pprof" not in config["service"]["extensions"]
     for name, settings in (config.get("extensions") or {}).items():
         if name.split("/")[0] in DEBUG_EXTENSIONS:
             endpoint = str((settings or {}).get("endpoint", ""))

@@ -1,6 +1,8 @@
-"""Issue 2, proven end to end: the three apps under their real launch command (the Dockerfile's
+"""The services end to end: the three apps under their real launch command (the Dockerfile's
 CMD, with compose's environment) export through the real Collector into real Jaeger,
-Prometheus and the Loki stand-in.
+Prometheus and the Loki stand-in: spans per endpoint, /chain traces across the services,
+exemplars, trace ids in the logs, SIGTERM, two workers, gRPC, and bad input (invalid ids,
+unknown paths, hostile trace headers, oversized header blocks, no Collector).
 
 The session stack (tests/conftest.py) runs app-a, app-b and app-c; tests that need another
 configuration (internal ASGI spans kept, two workers, SIGTERM under load, no Collector) launch
@@ -17,26 +19,25 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from app.logging_config import FIRST_LINE_REGEX, LINE_REGEX
-from helpers.clients import JaegerAPI, PrometheusAPI, otlp_log_records, parent_id, span_tags
+from helpers.clients import JaegerAPI, PrometheusAPI, Span, Trace, otlp_log_records
+from helpers.exposition import OPENMETRICS, exemplars
 from helpers.load import BoundedLoad
+from helpers.logs import group_lines
 from helpers.traffic import Traffic
+from helpers.waiting import wait_for_count
 from nativestack import compose
-from nativestack.apps import App, start_app
+from nativestack.apps import APP_NAMES, App, start_app
 from nativestack.processes import wait_until
 from nativestack.scrape import metric_total, scrape
 from nativestack.stack import Stack
 
-T = TypeVar("T")
-
-SERVICES = ["app-a", "app-b", "app-c"]
 SLOW = 60  # seconds: spans flush every 1 s, SDK metrics every 5 s, the stand-in's file every 0.2 s
-OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 # The route template each path of the traffic round matches (None: no route, a 404).
 ROUTES: dict[str, str | None] = {
     "/": "/",
@@ -62,45 +63,8 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def service_spans(jaeger: JaegerAPI, service: str, operation: str | None = None) -> list[dict[str, Any]]:
-    """Every stored span of `service`, once each (a span id seen twice is one span)."""
-    return list({span["spanID"]: span for span in jaeger.service_spans(service, operation)}.values())
-
-
-def settle(fetch: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
-    """Poll `fetch` until `done` says its value is complete, at most SLOW seconds; then return a
-    fresh value anyway, so the caller's assertion shows what arrived rather than a time-out."""
-    with contextlib.suppress(TimeoutError):
-        wait_until(lambda: done(fetch()), what, timeout=SLOW)
-    return fetch()
-
-
-def wait_spans(jaeger: JaegerAPI, service: str, count: int) -> list[dict[str, Any]]:
-    """Every span of `service` in Jaeger, once there are at least `count` (or SLOW s passed)."""
-    return settle(lambda: service_spans(jaeger, service), lambda spans: len(spans) >= count, f"{count} spans")
-
-
-def trace_spans(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{**span, "service": trace["processes"][span["processID"]]["serviceName"]} for span in trace["spans"]]
-
-
-def server_spans(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [span for span in spans if span_tags(span).get("span.kind") == "server"]
-
-
-def process_tags(span: dict[str, Any]) -> dict[str, Any]:
-    return {tag["key"]: tag["value"] for tag in span["process"].get("tags", [])}
-
-
-def log_entries(output: str) -> list[list[str]]:
-    """stdout grouped as a log pipeline groups it: an entry starts at a FIRST_LINE_REGEX line."""
-    entries: list[list[str]] = []
-    for line in output.splitlines():
-        if re.match(FIRST_LINE_REGEX, line) or not entries:
-            entries.append([line])
-        else:
-            entries[-1].append(line)
-    return entries
+def server_spans(spans: list[Span]) -> list[Span]:
+    return [span for span in spans if span.kind == "server"]
 
 
 def parsed_lines(output: str) -> list[re.Match[str]]:
@@ -115,19 +79,6 @@ def prometheus_value(prometheus: PrometheusAPI, promql: str) -> float | None:
 def loki_records(stack: Stack, service: str) -> list[dict[str, Any]]:
     """The Loki stand-in's OTLP log records of `service`."""
     return [record for record in otlp_log_records(stack.loki.records_file) if record["service"] == service]
-
-
-def exemplars(exposition: str) -> list[tuple[dict[str, str], str]]:
-    """(labels, trace_id) of every exemplar on a duration bucket of an OpenMetrics exposition."""
-    found = []
-    for line in exposition.splitlines():
-        if not line.startswith("fastapi_requests_duration_seconds_bucket{"):
-            continue
-        series, _, exemplar = line.partition(" # ")
-        match = re.match(r'\{trace_id="([0-9a-f]{32})"\}', exemplar)
-        if match:
-            found.append((dict(re.findall(r'(\w+)="([^"]*)"', series)), match.group(1)))
-    return found
 
 
 Launch = Callable[..., App]
@@ -165,32 +116,28 @@ def test_every_endpoint_has_server_spans_with_names_status_and_http_attributes(
             expected[("app-b", "/io_task", 200)] += count
             expected[("app-c", "/cpu_task", 200)] += count
 
-    def stored() -> tuple[Counter[tuple[str, str, int]], list[dict[str, Any]]]:
-        spans = [
-            {**span, "service": service}
-            for service in SERVICES
-            for span in server_spans(service_spans(jaeger, service))
-            if span_tags(span).get("url.path") in ROUTES
+    def stored() -> list[Span]:
+        return [
+            span
+            for service in APP_NAMES
+            for span in server_spans(jaeger.distinct_spans(service))
+            if span.tags.get("url.path") in ROUTES
         ]
-        found = Counter(
-            (s["service"], span_tags(s)["url.path"], span_tags(s)["http.response.status_code"]) for s in spans
-        )
-        return found, spans
 
-    found, spans = settle(stored, lambda result: result[0].total() >= expected.total(), "every server span")
-    assert found == expected
+    spans = wait_for_count(stored, expected.total(), "server spans", timeout=SLOW)
+    assert Counter((s.service, s.tags["url.path"], s.tags["http.response.status_code"]) for s in spans) == expected
 
     for span in spans:
-        tags = span_tags(span)
+        tags = span.tags
         path, status = tags["url.path"], tags["http.response.status_code"]
         route = ROUTES[path]
-        what = f"{span['service']} {path} {status}"
+        what = f"{span.service} {path} {status}"
         assert tags["http.request.method"] == "GET", what
         assert tags["url.scheme"] == "http", what
         if route is None:  # matched no route: the span is named by the method alone
-            assert span["operationName"] == "GET" and "http.route" not in tags and status == 404, what
+            assert span.name == "GET" and "http.route" not in tags and status == 404, what
         else:
-            assert span["operationName"] == f"GET {route}" and tags["http.route"] == route, what
+            assert span.name == f"GET {route}" and tags["http.route"] == route, what
         if status >= 500:
             assert tags.get("otel.status_code") == "ERROR" and tags.get("error") is True, what
             assert tags.get("error.type") == str(status), what
@@ -198,59 +145,54 @@ def test_every_endpoint_has_server_spans_with_names_status_and_http_attributes(
             assert "otel.status_code" not in tags and "error" not in tags and "error.type" not in tags, what
         if path == "/items/not-a-number":
             assert status == 422, what
-        events = [{f["key"]: f["value"] for f in log["fields"]} for log in span.get("logs", [])]
         if path == "/error_test":
-            (event,) = events
+            (event,) = span.events
             assert event["event"] == "exception" and event["exception.type"] == "ValueError", what
             assert event["exception.message"] == "value error", what
             assert event["exception.stacktrace"].startswith(TRACEBACK), what
             assert 'raise ValueError("value error")' in event["exception.stacktrace"], what
         else:
-            assert events == [], what
+            assert span.events == (), what
 
 
 # ---------------------------------------------------------------- 2. /chain across services
 
 
+@pytest.mark.parametrize("backend", ["jaeger", "tempo"])
 def test_chain_trace_links_each_server_span_to_its_httpx_client_span(
-    stack: Stack, traffic: Traffic, jaeger: JaegerAPI
+    backend: str, request: pytest.FixtureRequest, stack: Stack, traffic: Traffic
 ) -> None:
-    chains = traffic.requests("/chain", app="app-a")
+    """Every /chain trace, in Jaeger and in the Tempo stand-in: one root, app-a's three httpx
+    client spans under it, each callee's server span under the client span that called it."""
+    api: JaegerAPI = request.getfixturevalue(backend)
+    chains = traffic.requests("/chain", app="app-a")  # app-b's and app-c's /chain start elsewhere
     port_to_service = {port: name for name, port in stack.app_ports.items()}
-    traces = wait_until(
-        lambda: found if len(found := jaeger.traces("app-a", "GET /chain")) >= chains else None,
-        f"{chains} app-a /chain traces",
-        timeout=SLOW,
-    )
+    traces = wait_for_count(lambda: api.traces("app-a", "GET /chain"), chains, "app-a /chain traces", timeout=SLOW)
     assert len(traces) == chains
     for trace in traces:
-        spans = trace_spans(trace)
-        assert len({s["traceID"] for s in spans}) == 1
-        (root,) = [s for s in spans if parent_id(s) is None]
-        assert (root["service"], root["operationName"], span_tags(root)["span.kind"]) == (
-            "app-a",
-            "GET /chain",
-            "server",
-        )
-        clients = [s for s in spans if span_tags(s)["span.kind"] == "client"]
-        assert len(clients) == 3 and all(c["service"] == "app-a" and parent_id(c) == root["spanID"] for c in clients)
+        spans = trace.spans
+        assert {s.trace_id for s in spans} == {trace.trace_id}
+        root = trace.root()
+        assert (root.service, root.name, root.kind) == ("app-a", "GET /chain", "server")
+        clients = [s for s in spans if s.kind == "client"]
+        assert len(clients) == 3 and all(c.service == "app-a" and c.parent_id == root.span_id for c in clients)
         for client in clients:
-            target = httpx.URL(span_tags(client)["url.full"])
-            (server,) = [s for s in spans if parent_id(s) == client["spanID"]]
+            target = httpx.URL(client.tags["url.full"])
+            (server,) = [s for s in spans if s.parent_id == client.span_id]
             # The server span of the callee is the child of the httpx client span that called it.
-            assert server["service"] == port_to_service.get(target.port or 80)
-            assert span_tags(server)["span.kind"] == "server"
-            assert span_tags(server)["url.path"] == target.path == CHAIN_HOPS[server["service"]][0]
-            assert span_tags(client)["http.response.status_code"] == 200
-        client_ids = {c["spanID"] for c in clients}
-        assert sorted(s["service"] for s in spans if parent_id(s) in client_ids) == SERVICES
+            assert server.service == port_to_service.get(target.port or 80)
+            assert server.kind == "server"
+            assert server.tags["url.path"] == target.path == CHAIN_HOPS[server.service][0]
+            assert client.tags["http.response.status_code"] == 200
+        client_ids = {c.span_id for c in clients}
+        assert sorted(s.service for s in spans if s.parent_id in client_ids) == list(APP_NAMES)
         assert len(spans) == 1 + 2 * len(clients)  # nothing else: no internal send/receive spans
 
     # No internal ASGI spans anywhere, for any service.
-    for service in SERVICES:
-        for span in service_spans(jaeger, service):
-            assert not span["operationName"].endswith(("http send", "http receive")), span["operationName"]
-            assert "asgi.event.type" not in span_tags(span), span["operationName"]
+    for service in APP_NAMES:
+        for span in api.service_spans(service):
+            assert not span.name.endswith(("http send", "http receive")), span.name
+            assert "asgi.event.type" not in span.tags, span.name
 
 
 def test_keep_asgi_internal_spans_switch_brings_them_back(launch: Launch, jaeger: JaegerAPI) -> None:
@@ -258,22 +200,18 @@ def test_keep_asgi_internal_spans_switch_brings_them_back(launch: Launch, jaeger
     app = launch("app-a", service, OTEL_SERVICE_NAME=service, KEEP_ASGI_INTERNAL_SPANS="true")
     assert httpx.get(f"{app.url}/", timeout=10).status_code == 200
 
-    spans = wait_until(
-        lambda: found if len(found := service_spans(jaeger, service)) >= 3 else None,
-        "the server span and its send spans",
-        timeout=SLOW,
-    )
+    spans = wait_for_count(lambda: jaeger.distinct_spans(service), 3, "the server span and its send spans", SLOW)
     (server,) = server_spans(spans)
     internal = [s for s in spans if s is not server]
-    assert internal and {s["operationName"] for s in internal} == {"GET / http send"}
-    assert {span_tags(s)["asgi.event.type"] for s in internal} == {"http.response.start", "http.response.body"}
-    assert all(parent_id(s) == server["spanID"] for s in internal)
+    assert internal and {s.name for s in internal} == {"GET / http send"}
+    assert {s.tags["asgi.event.type"] for s in internal} == {"http.response.start", "http.response.body"}
+    assert all(s.parent_id == server.span_id for s in internal)
 
 
 # ---------------------------------------------------------------- 3. exemplars on /metrics
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", APP_NAMES)
 def test_metrics_exemplars_are_trace_ids_of_real_spans(
     service: str, stack: Stack, traffic: Traffic, jaeger: JaegerAPI
 ) -> None:
@@ -289,19 +227,18 @@ def test_metrics_exemplars_are_trace_ids_of_real_spans(
     assert {labels["path"] for labels, _ in found} == counted_paths
     assert {"/", "<unmatched>"} <= counted_paths
     trace_ids = {trace_id for _, trace_id in found}
-    traces: dict[str, dict[str, Any]] = {}
+    traces: dict[str, Trace] = {}
 
-    def fetch() -> set[str]:
+    def fetch() -> dict[str, Trace]:
         for trace_id in trace_ids - set(traces):
             if trace := jaeger.trace(trace_id):
                 traces[trace_id] = trace
-        return set(traces)
+        return traces
 
-    assert settle(fetch, lambda stored: stored == trace_ids, "every exemplar's trace") == trace_ids
+    assert set(wait_for_count(fetch, len(trace_ids), "exemplars' traces", timeout=SLOW)) == trace_ids
     for labels, trace_id in found:
-        trace = traces[trace_id]
-        servers = [s for s in server_spans(trace_spans(trace)) if s["service"] == service]
-        routes = {span_tags(s).get("http.route", "<unmatched>") for s in servers}
+        servers = [s for s in server_spans(list(traces[trace_id].spans)) if s.service == service]
+        routes = {s.tags.get("http.route", "<unmatched>") for s in servers}
         assert labels["path"] in routes, (labels, trace_id, routes)
 
 
@@ -310,35 +247,25 @@ def test_metrics_exemplars_are_trace_ids_of_real_spans(
 
 def test_chain_log_lines_carry_their_trace_and_span_ids(stack: Stack, traffic: Traffic, jaeger: JaegerAPI) -> None:
     chains = traffic.requests("/chain", app="app-a")
-    traces = wait_until(
-        lambda: found if len(found := jaeger.traces("app-a", "GET /chain")) >= chains else None,
-        "app-a /chain traces",
-        timeout=SLOW,
-    )
-    lines = {service: parsed_lines(stack.apps[service].process.output()) for service in SERVICES}
+    traces = wait_for_count(lambda: jaeger.traces("app-a", "GET /chain"), chains, "app-a /chain traces", SLOW)
+    lines = {service: parsed_lines(stack.apps[service].process.output()) for service in APP_NAMES}
     for trace in traces:
-        spans = trace_spans(trace)
-        trace_id = spans[0]["traceID"]
-        (root,) = [s for s in spans if parent_id(s) is None]
+        root = trace.root()
         for service, (path, message) in CHAIN_HOPS.items():
-            (hop,) = [s for s in server_spans(spans) if s["service"] == service and span_tags(s)["url.path"] == path]
-            logged = [m for m in lines[service] if m["trace_id"] == trace_id and m["message"] == message]
-            assert [(m["span_id"], m["service"], m["level"]) for m in logged] == [(hop["spanID"], service, "INFO")]
-        finished = [m for m in lines["app-a"] if m["trace_id"] == trace_id and m["message"] == "chain finished"]
-        assert [m["span_id"] for m in finished] == [root["spanID"]]
+            (hop,) = [s for s in server_spans(list(trace.spans)) if s.service == service and s.tags["url.path"] == path]
+            logged = [m for m in lines[service] if m["trace_id"] == trace.trace_id and m["message"] == message]
+            assert [(m["span_id"], m["service"], m["level"]) for m in logged] == [(hop.span_id, service, "INFO")]
+        finished = [m for m in lines["app-a"] if m["trace_id"] == trace.trace_id and m["message"] == "chain finished"]
+        assert [m["span_id"] for m in finished] == [root.span_id]
 
 
 def test_stdout_is_one_line_format_and_tracebacks_follow_their_first_line(
     stack: Stack, traffic: Traffic, jaeger: JaegerAPI
 ) -> None:
     errors = traffic.requests("/error_test", app="app-a")
-    spans = wait_until(
-        lambda: found if len(found := service_spans(jaeger, "app-a", "GET /error_test")) >= errors else None,
-        "app-a /error_test spans",
-        timeout=SLOW,
-    )
-    error_spans = {(s["traceID"], s["spanID"]) for s in server_spans(spans)}
-    entries = log_entries(stack.apps["app-a"].process.output())
+    spans = wait_for_count(lambda: jaeger.distinct_spans("app-a", "GET /error_test"), errors, "error spans", SLOW)
+    error_spans = {(s.trace_id, s.span_id) for s in server_spans(spans)}
+    entries = group_lines(stack.apps["app-a"].process.output().splitlines(), FIRST_LINE_REGEX)
     for entry in entries:
         assert re.match(LINE_REGEX, entry[0]), entry[0]  # every entry starts with one parsable line
         assert len(entry) == 1 or entry[1] == TRACEBACK, entry[:2]  # only a traceback continues one
@@ -377,23 +304,24 @@ def test_sigterm_under_load_loses_no_span_metric_or_log(
     assert completed > answered_before, "requests in flight at the signal were still answered"
     assert set(load.errors) <= {"ConnectError", "RemoteProtocolError", "ReadError", "ReadTimeout"}, load.errors
 
-    spans = wait_spans(jaeger, service, completed)
+    spans = wait_for_count(lambda: jaeger.distinct_spans(service), completed, "spans", SLOW)
     assert len(spans) == completed
-    assert {s["operationName"] for s in spans} == {"GET /"}
+    assert {s.name for s in spans} == {"GET /"}
 
     promql = f'sum(http_server_request_duration_seconds_count{{service_name="{service}"}})'
-    points = settle(lambda: prometheus_value(prometheus, promql), lambda v: (v or 0) >= completed, "OTLP count")
-    assert points == completed
+    wait_until(lambda: (prometheus_value(prometheus, promql) or 0) >= completed, "the OTLP request count", SLOW)
+    assert prometheus_value(prometheus, promql) == completed
 
     hello = [m for m in parsed_lines(app.process.output()) if m["message"] == "Hello World"]
     assert len(hello) == completed
-    records = settle(
+    records = wait_for_count(
         lambda: [record for record in loki_records(stack, service) if record.get("traceId")],
-        lambda records: len(records) >= completed,
+        completed,
         "log records with trace ids at the Loki stand-in",
+        SLOW,
     )
     assert len(records) == completed
-    assert {r["traceId"] for r in records} == {m["trace_id"] for m in hello} == {s["traceID"] for s in spans}
+    assert {r["traceId"] for r in records} == {m["trace_id"] for m in hello} == {s.trace_id for s in spans}
 
 
 # ---------------------------------------------------------------- 6. two workers
@@ -418,8 +346,8 @@ def test_two_workers_both_export_and_metrics_count_whichever_answers(
         load.join()
         assert load.statuses == {200: 40}, (load.statuses, load.errors)
         requests += 40
-        spans = wait_spans(jaeger, service, requests)
-        per_instance = Counter(process_tags(s)["service.instance.id"] for s in spans)
+        spans = wait_for_count(lambda: jaeger.distinct_spans(service), requests, "spans", SLOW)
+        per_instance = Counter(s.resource["service.instance.id"] for s in spans)
         if len(per_instance) == 2:
             break
     assert len(spans) == requests
@@ -440,6 +368,7 @@ def test_two_workers_both_export_and_metrics_count_whichever_answers(
         samples = scrape(f"{app.url}/metrics")  # httpx.get: a new connection each time
         assert metric_total(samples, "fastapi_requests_total", app_name=service, path="/") == requests
         assert metric_total(samples, "fastapi_requests_in_progress", app_name=service, path="/") == 0
+    assert app.process.stop(timeout=40) == 0, "both workers and the master exit cleanly on SIGTERM"
 
 
 # ---------------------------------------------------------------- 7. gRPC
@@ -448,7 +377,7 @@ def test_two_workers_both_export_and_metrics_count_whichever_answers(
 def test_app_c_exports_over_grpc_as_compose_says(
     stack: Stack, traffic: Traffic, jaeger: JaegerAPI, prometheus: PrometheusAPI
 ) -> None:
-    environments = {service: compose.service_environment(stack.spec, service) for service in SERVICES}
+    environments = {service: compose.service_environment(stack.spec, service) for service in APP_NAMES}
     assert environments["app-c"]["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
     assert environments["app-c"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4317"
     for service in ("app-a", "app-b"):
@@ -462,8 +391,8 @@ def test_app_c_exports_over_grpc_as_compose_says(
 
     # Traces: app-c's own requests of the round, plus the /cpu_task call of every /chain.
     at_least = traffic.requests(app="app-c") + traffic.requests("/chain")
-    spans = wait_spans(jaeger, "app-c", at_least)
-    paths = {span_tags(s)["url.path"] for s in server_spans(spans)}
+    spans = wait_for_count(lambda: jaeger.distinct_spans("app-c"), at_least, "app-c spans", SLOW)
+    paths = {s.tags["url.path"] for s in server_spans(spans)}
     assert {p for (a, p, _) in traffic.responses if a == "app-c"} <= paths
     collector = scrape(stack.collector.metrics_url)
     accepted_grpc = metric_total(collector, "otelcol_receiver_accepted_spans_total", transport="grpc")
@@ -546,23 +475,24 @@ def test_hostile_trace_headers_are_ignored_and_a_fresh_trace_starts(edge: App, j
         sent[case] = path
     assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
 
-    def by_path() -> dict[str, dict[str, Any]] | None:
-        found: dict[str, dict[str, Any]] = {}
-        for trace in jaeger.traces(EDGE_SERVICE, "GET /items/{item_id}"):
-            for span in trace_spans(trace):
-                found[str(span_tags(span).get("url.path"))] = {**span, "trace_size": len(trace["spans"])}
+    def by_path() -> dict[str, Trace] | None:
+        found = {
+            str(span.tags.get("url.path")): trace
+            for trace in jaeger.traces(EDGE_SERVICE, "GET /items/{item_id}")
+            for span in trace.spans
+        }
         return found if all(path in found for path in sent.values()) else None
 
-    spans = wait_until(by_path, "a span for every hostile request", timeout=SLOW)
-    control = spans[sent.pop("control: valid")]
+    traces = wait_until(by_path, "a span for every hostile request", timeout=SLOW)
+    (control,) = traces[sent.pop("control: valid")].spans
     # The control proves the method can see a remote parent: a valid header is honoured.
-    assert control["traceID"] == VALID_TRACE and parent_id(control) == VALID_SPAN
+    assert control.trace_id == VALID_TRACE and control.parent_id == VALID_SPAN
     for case, path in sent.items():
-        span = spans[path]
-        assert span["references"] == [] and parent_id(span) is None, case
-        assert span["traceID"] not in (VALID_TRACE, "0" * 32), case
-        assert span["trace_size"] == 1 and span_tags(span)["http.response.status_code"] == 200, case
-    fresh = {spans[path]["traceID"] for path in sent.values()}
+        (span,) = traces[path].spans  # a trace of its own, of one span
+        assert span.references == () and span.parent_id is None, case
+        assert span.trace_id not in (VALID_TRACE, "0" * 32), case
+        assert span.tags["http.response.status_code"] == 200, case
+    fresh = {traces[path].trace_id for path in sent.values()}
     assert len(fresh) == len(sent)  # each a new trace of its own
 
 

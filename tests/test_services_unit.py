@@ -34,12 +34,11 @@ from app.logging_config import (
 from app.main import app, settings
 from app.metrics import UNMATCHED_PATH
 from app.telemetry import sampled_trace_id
-from nativestack.apps import VENV_BIN, container_command
+from helpers.exposition import OPENMETRICS
+from nativestack.apps import SERVICES_DIR, VENV_BIN, container_command
 from nativestack.paths import read_env_file
 from nativestack.processes import free_port, start, wait_until
 
-SERVICES = Path(__file__).resolve().parent.parent / "services"
-OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -238,7 +237,7 @@ def test_traceback_groups_under_its_first_line() -> None:
 
 
 def otel_env() -> dict[str, str]:
-    return read_env_file(SERVICES / "otel.env")
+    return read_env_file(SERVICES_DIR / "otel.env")
 
 
 class Service:
@@ -254,7 +253,7 @@ class Service:
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
             **overrides,
         }
-        self.process = start(f"service-{self.port}", container_command(), env, tmp_path, cwd=SERVICES)
+        self.process = start(f"service-{self.port}", container_command(), env, tmp_path, cwd=SERVICES_DIR)
 
         def healthy() -> bool:
             self.process.ensure_alive()
@@ -355,23 +354,10 @@ def test_worker_start_freezes_the_app_and_shortens_the_gil_switch_interval() -> 
         "runpy.run_path('gunicorn.conf.py')['post_worker_init'](None); "
         "print(gc.get_freeze_count(), sys.getswitchinterval())"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=SERVICES, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=SERVICES_DIR, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     frozen, interval = result.stdout.split()
     assert int(frozen) > 10_000, "the app's import-time objects are frozen"
     assert float(interval) == 0.001
-
-
-def test_two_workers_count_every_request_whichever_answers(service_factory: Callable[..., Service]) -> None:
-    service = service_factory(OTEL_SERVICE_NAME="unit-mp", WEB_CONCURRENCY="2", OTEL_SDK_DISABLED="true")
-    labels = 'app_name="unit-mp",method="GET",path="/items/{item_id}"'
-    for i in range(60):
-        # A new connection each time, so both workers take requests.
-        assert httpx.get(f"{service.url}/items/{i}", headers={"Connection": "close"}).status_code == 200
-    for _ in range(6):
-        exposition = httpx.get(f"{service.url}/metrics").text
-        assert f"fastapi_requests_total{{{labels}}} 60.0" in exposition
-        assert f"fastapi_requests_in_progress{{{labels}}} 0.0" in exposition
-    workers = {line.rsplit(" ", 1)[-1] for line in service.text().splitlines() if "Booting worker with pid" in line}
-    assert len(workers) == 2
-    assert service.stop() == 0

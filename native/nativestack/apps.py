@@ -5,7 +5,7 @@ service's `environment:`), compose hostnames swapped for native loopback address
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,18 @@ class App:
         return f"http://127.0.0.1:{self.port}"
 
 
-def app_environment(spec: dict[str, Any], service: str, addresses: Mapping[str, str], port: int) -> dict[str, str]:
+def app_environment(
+    spec: dict[str, Any], service: str, addresses: Mapping[str, str], port: int, *, agent_settings: bool = True
+) -> dict[str, str]:
     """Compose's environment for `service`, each `host:port` of `addresses` replaced by its native
-    address; the app's own `127.0.0.1:8000` becomes its native port."""
+    address; the app's own `127.0.0.1:8000` becomes its native port. `agent_settings=False` drops
+    the OTEL_* settings the agent reads (all but OTEL_SERVICE_NAME): for a command without the
+    agent that configures telemetry itself."""
     swaps = {**addresses, f"127.0.0.1:{CONTAINER_PORT}": f"127.0.0.1:{port}"}
     env = {}
     for key, value in compose.service_environment(spec, service).items():
+        if not agent_settings and key.startswith("OTEL_") and key != "OTEL_SERVICE_NAME":
+            continue
         for compose_address, native_address in swaps.items():
             value = value.replace(compose_address, native_address)
         env[key] = value
@@ -63,15 +69,20 @@ def start_app(
     port: int | None = None,
     overrides: Mapping[str, str] = {},
     name: str | None = None,
+    command: Sequence[str] | None = None,
+    agent_settings: bool = True,
 ) -> App:
+    """`service` as its container runs it, or with another `command` (default: the Dockerfile's
+    CMD) run the same way; `overrides` win over compose's environment."""
     port = port or free_port()
     env = {
-        **app_environment(spec, service, addresses, port),
+        **app_environment(spec, service, addresses, port, agent_settings=agent_settings),
         "PORT": str(port),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
         **overrides,
     }
-    app = App(service, start(name or service, container_command(), env, workdir, cwd=SERVICES_DIR), port)
+    argv = container_command() if command is None else command
+    app = App(service, start(name or service, argv, env, workdir, cwd=SERVICES_DIR), port)
 
     def healthy() -> bool:
         app.process.ensure_alive()
@@ -89,14 +100,24 @@ def start_apps(
     *,
     overrides: Mapping[str, str] = {},
     prefix: str = "",
+    command: Sequence[str] | None = None,
+    agent_settings: bool = True,
 ) -> dict[str, App]:
     """app-a, app-b and app-c on `ports`, app-a (which calls the others) last; if one fails to
-    start, the ones already running are stopped."""
+    start, the ones already running are stopped. `command`, `agent_settings`: see start_app."""
     started: dict[str, App] = {}
     try:
         for service in reversed(APP_NAMES):
             started[service] = start_app(
-                spec, service, workdir, addresses, port=ports[service], overrides=overrides, name=prefix + service
+                spec,
+                service,
+                workdir,
+                addresses,
+                port=ports[service],
+                overrides=overrides,
+                name=prefix + service,
+                command=command,
+                agent_settings=agent_settings,
             )
     except BaseException:
         for app in started.values():

@@ -18,6 +18,9 @@ from .paths import REPO, binaries
 from .processes import Process, free_port, start, wait_until
 
 LOOPBACK = "127.0.0.1"
+# Where Prometheus' OTLP receiver listens (--web.enable-otlp-receiver); the Collector's
+# otlp_http/prometheus exporter appends /v1/metrics.
+PROMETHEUS_OTLP_PATH = "/api/v1/otlp"
 
 
 def compose_argv(spec: dict[str, Any], service: str, overrides: Mapping[str, str] = {}) -> list[str]:
@@ -212,10 +215,6 @@ class Prometheus:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def otlp_url(self) -> str:
-        return f"{self.url}/api/v1/otlp"
 
 
 def native_prometheus_config(targets: Mapping[str, str], destination: Path) -> list[str]:

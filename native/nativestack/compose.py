@@ -2,8 +2,9 @@
 merge tags (`!override`, `!reset`) read.
 
 nativestack takes the apps' environment and the backends' command-line flags from here, so the
-native processes run with what compose would give the containers; tests/test_compose.py checks
-the file itself through the same loader.
+native processes run with what compose would give the containers; tests/test_compose.py runs its
+policy checks through the same loader, and has compose's own (native/composecheck) judge the
+file's validity.
 """
 
 import os

@@ -15,6 +15,21 @@ class SpanCounters:
     send_failed: dict[str, float] = field(default_factory=dict)
     enqueue_failed: dict[str, float] = field(default_factory=dict)
 
+    def __sub__(self, earlier: "SpanCounters") -> "SpanCounters":
+        """What was counted since `earlier` (the counters only grow while the Collector runs)."""
+
+        def since(now: dict[str, float], then: dict[str, float]) -> dict[str, float]:
+            return {exporter: now.get(exporter, 0.0) - then.get(exporter, 0.0) for exporter in {*now, *then}}
+
+        return SpanCounters(
+            accepted=self.accepted - earlier.accepted,
+            refused=self.refused - earlier.refused,
+            memory_limiter_refused=self.memory_limiter_refused - earlier.memory_limiter_refused,
+            sent=since(self.sent, earlier.sent),
+            send_failed=since(self.send_failed, earlier.send_failed),
+            enqueue_failed=since(self.enqueue_failed, earlier.enqueue_failed),
+        )
+
     def failures(self) -> dict[str, float]:
         """Every non-zero refusal or failure, named `refused` or `<kind> <exporter>`."""
         found = {"refused": self.refused} if self.refused else {}

@@ -15,6 +15,7 @@ from . import compose
 from .apps import App, start_app
 from .backends import (
     LOOPBACK,
+    PROMETHEUS_OTLP_PATH,
     Collector,
     Jaeger,
     LokiStandin,
@@ -22,7 +23,7 @@ from .backends import (
     start_jaeger,
     start_log_and_trace_backends,
 )
-from .processes import Process, free_port
+from .processes import Process, StoppedOnExit, free_port
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -78,7 +79,7 @@ class _Parts:
 
 
 @dataclass
-class Pipeline(_Parts):
+class Pipeline(_Parts, StoppedOnExit):
     collector: Collector
     collector_env: dict[str, str] = field(default_factory=dict)
     apps: list[App] = field(default_factory=list)
@@ -144,7 +145,7 @@ def _launch_collector(parts: _Parts, env: Mapping[str, str], previous: Collector
         tempo_otlp=parts.tempo.otlp_grpc_endpoint,
         jaeger_otlp=parts.jaeger.otlp_grpc_endpoint,
         loki_url=parts.loki.otlp_url,
-        prometheus_otlp_url=f"{parts.sink.url}/api/v1/otlp",
+        prometheus_otlp_url=parts.sink.url + PROMETHEUS_OTLP_PATH,
         name=f"collector-{runs}",  # a log file per run
         queue_dir=queue_dir or parts.workdir / "collector-queue",
         ports=ports,

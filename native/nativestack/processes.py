@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 T = TypeVar("T")
 
@@ -104,6 +104,20 @@ class Process:
         except subprocess.TimeoutExpired:
             os.killpg(self.pid, signal.SIGKILL)  # own session: takes any children with it
             return self.popen.wait(timeout=timeout)
+
+
+class StoppedOnExit:
+    """`with start_stack(...) as stack:` stops every process the stack started, by PID, however
+    the block ends (Ctrl-C and SIGTERM included, see stop_everything_on_sigterm)."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def start(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path, cwd: Path | None = None) -> Process:

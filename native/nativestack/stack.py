@@ -8,6 +8,7 @@ from . import compose
 from .apps import APP_NAMES, CONTAINER_PORT, App, start_apps
 from .backends import (
     LOOPBACK,
+    PROMETHEUS_OTLP_PATH,
     Collector,
     Jaeger,
     LokiStandin,
@@ -16,11 +17,11 @@ from .backends import (
     start_log_and_trace_backends,
     start_prometheus,
 )
-from .processes import Process, free_port
+from .processes import Process, StoppedOnExit, free_port
 
 
 @dataclass
-class Stack:
+class Stack(StoppedOnExit):
     spec: dict[str, Any]
     workdir: Path
     loki: LokiStandin
@@ -69,7 +70,7 @@ def start_stack(workdir: Path) -> Stack:
             tempo_otlp=tempo.otlp_grpc_endpoint,
             jaeger_otlp=jaeger.otlp_grpc_endpoint,
             loki_url=loki.otlp_url,
-            prometheus_otlp_url=f"{prometheus_url}/api/v1/otlp",
+            prometheus_otlp_url=prometheus_url + PROMETHEUS_OTLP_PATH,
         )
         started.append(collector.process)
         targets = {f"{name}:{CONTAINER_PORT}": f"{LOOPBACK}:{port}" for name, port in app_ports.items()}

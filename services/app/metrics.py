@@ -19,8 +19,8 @@ A new label must say here where its bound comes from.
 
 With several gunicorn workers, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker
 starts; prometheus-client then keeps values in shared files and /metrics aggregates every
-worker. Multiprocess mode drops prometheus-client exemplars (client_python #826); the OTLP
-metrics keep theirs.
+worker. Multiprocess mode drops prometheus-client exemplars
+(https://github.com/prometheus/client_python/issues/826); the OTLP metrics keep theirs.
 """
 
 import os

@@ -23,7 +23,8 @@ _ASGI_INTERNAL_SPANS: list[Literal["receive", "send"]] = ["receive", "send"]
 def instrument_fastapi(app: FastAPI, *, keep_asgi_internal_spans: bool) -> None:
     """Instrument the app with contrib's FastAPI instrumentation, minus the internal ASGI spans.
 
-    Why the agent cannot: no OTEL_* variable maps to `exclude_spans` (contrib #831), so
+    Why the agent cannot: no OTEL_* variable maps to `exclude_spans`
+    (https://github.com/open-telemetry/opentelemetry-python-contrib/issues/831), so
     otel.env disables the agent's FastAPI instrumentation
     (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=fastapi) and it is applied here instead.
     OTEL_PYTHON_FASTAPI_EXCLUDED_URLS still applies: instrument_app reads it when
@@ -57,10 +58,12 @@ def flush_telemetry(timeout_seconds: float, *, shutdown: bool = False) -> bool:
     """Export every buffered span, metric point and log record now; give up after the timeout.
 
     Why the agent cannot: it flushes from atexit, but uvicorn re-raises SIGTERM after its
-    graceful shutdown, the worker dies by signal and atexit never runs (NOTES §3).
-    The SDK's force_flush ignores its timeout (opentelemetry-python #4568) and, with the
-    Collector down, retries each batch for OTEL_EXPORTER_OTLP_TIMEOUT: a daemon thread with
-    a deadline keeps shutdown bounded. Returns False when the deadline passed.
+    graceful shutdown (https://github.com/Kludex/uvicorn/pull/1600), the worker dies by signal
+    and atexit never runs: every buffered span, metric point and log record would be lost.
+    The SDK's force_flush ignores its timeout
+    (https://github.com/open-telemetry/opentelemetry-python/issues/4568) and, with the Collector
+    down, retries each batch for OTEL_EXPORTER_OTLP_TIMEOUT: a daemon thread with a deadline
+    keeps shutdown bounded. Returns False when the deadline passed.
     """
     providers: list[object] = [
         trace.get_tracer_provider(),

@@ -3,11 +3,68 @@ and the Prometheus text exposition of the Collector's own metrics."""
 
 import json
 import time
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+
+@dataclass(frozen=True)
+class Span:
+    """A span as Jaeger's API stores it, with its service and resource attributes attached (the
+    API returns them once per trace, under `processes`)."""
+
+    trace_id: str
+    span_id: str
+    name: str  # Jaeger's operationName
+    service: str  # the resource's service.name
+    tags: dict[str, Any]  # span attributes, plus span.kind, otel.status_code, error
+    resource: dict[str, Any]  # the other resource attributes (Jaeger's process tags)
+    references: tuple[tuple[str, str], ...]  # (refType, spanID)
+    events: tuple[dict[str, Any], ...]  # each event's fields, `event` being its name
+
+    @property
+    def parent_id(self) -> str | None:
+        return next((span_id for kind, span_id in self.references if kind == "CHILD_OF"), None)
+
+    @property
+    def kind(self) -> str | None:
+        kind: str | None = self.tags.get("span.kind")
+        return kind
+
+
+@dataclass(frozen=True)
+class Trace:
+    trace_id: str
+    spans: tuple[Span, ...]
+
+    def root(self) -> Span:
+        (root,) = [span for span in self.spans if span.parent_id is None]
+        return root
+
+
+def _fields(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {item["key"]: item["value"] for item in items}
+
+
+def _trace(data: dict[str, Any]) -> Trace:
+    spans = []
+    for span in data["spans"]:
+        process = data["processes"][span["processID"]]
+        spans.append(
+            Span(
+                trace_id=span["traceID"],
+                span_id=span["spanID"],
+                name=span["operationName"],
+                service=process["serviceName"],
+                tags=_fields(span.get("tags", [])),
+                resource=_fields(process.get("tags", [])),
+                references=tuple((ref["refType"], ref["spanID"]) for ref in span.get("references", [])),
+                events=tuple(_fields(log["fields"]) for log in span.get("logs", [])),
+            )
+        )
+    return Trace(data["traceID"], tuple(spans))
 
 
 class JaegerAPI:
@@ -18,15 +75,15 @@ class JaegerAPI:
         data: list[str] = httpx.get(f"{self.url}/api/services", timeout=10).json()["data"] or []
         return data
 
-    def trace(self, trace_id: str) -> dict[str, Any] | None:
+    def trace(self, trace_id: str) -> Trace | None:
         response = httpx.get(f"{self.url}/api/traces/{trace_id}", timeout=10)
         if response.status_code == 404:
             return None
         response.raise_for_status()
         traces = response.json()["data"]
-        return traces[0] if traces else None
+        return _trace(traces[0]) if traces else None
 
-    def traces(self, service: str, operation: str | None = None, lookback_s: int = 3600) -> list[dict[str, Any]]:
+    def traces(self, service: str, operation: str | None = None, lookback_s: int = 3600) -> list[Trace]:
         now_us = int(time.time() * 1e6)
         params: dict[str, str | int] = {
             "service": service,
@@ -38,40 +95,19 @@ class JaegerAPI:
             params["operation"] = operation
         response = httpx.get(f"{self.url}/api/traces", params=params, timeout=30)
         response.raise_for_status()
-        data: list[dict[str, Any]] = response.json()["data"] or []
-        return data
+        return [_trace(data) for data in response.json()["data"] or []]
 
-    def service_spans(self, service: str, operation: str | None = None) -> list[dict[str, Any]]:
-        """Every stored copy of every span of `service` (not of the other services in its
-        traces), each with its process (service name and resource tags) under `process`."""
-        return [
-            {**span, "process": trace["processes"][span["processID"]]}
-            for trace in self.traces(service, operation)
-            for span in trace["spans"]
-            if trace["processes"][span["processID"]]["serviceName"] == service
-        ]
+    def service_spans(self, service: str, operation: str | None = None) -> list[Span]:
+        """Every stored copy of every span of `service` (not of the other services in its traces)."""
+        return [span for trace in self.traces(service, operation) for span in trace.spans if span.service == service]
 
-    def all_spans(self, services: list[str]) -> dict[str, dict[str, Any]]:
+    def distinct_spans(self, service: str, operation: str | None = None) -> list[Span]:
+        """Every stored span of `service`, once each (a span id stored twice is one span)."""
+        return list({span.span_id: span for span in self.service_spans(service, operation)}.values())
+
+    def all_spans(self, services: list[str]) -> dict[str, Span]:
         """Every stored span of traces touching `services`, by span id (traces overlap, ids don't)."""
-        spans: dict[str, dict[str, Any]] = {}
-        for service in services:
-            for trace in self.traces(service):
-                for span in trace["spans"]:
-                    span["serviceName"] = trace["processes"][span["processID"]]["serviceName"]
-                    spans[span["spanID"]] = span
-        return spans
-
-
-def span_tags(span: dict[str, Any]) -> dict[str, Any]:
-    return {tag["key"]: tag["value"] for tag in span.get("tags", [])}
-
-
-def parent_id(span: dict[str, Any]) -> str | None:
-    for reference in span.get("references", []):
-        if reference["refType"] == "CHILD_OF":
-            parent: str = reference["spanID"]
-            return parent
-    return None
+        return {span.span_id: span for service in services for trace in self.traces(service) for span in trace.spans}
 
 
 class PrometheusAPI:
@@ -118,10 +154,3 @@ def otlp_log_records(records_file: Path) -> list[dict[str, Any]]:
                 for record in scope_logs.get("logRecords", []):
                     records.append({**record, "resource": resource, "service": resource.get("service.name")})
     return records
-
-
-def by_service(spans: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for span in spans.values():
-        grouped[span["serviceName"]].append(span)
-    return grouped

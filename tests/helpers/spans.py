@@ -11,9 +11,8 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from nativestack.processes import wait_until
-
 from .clients import JaegerAPI
+from .waiting import wait_for_count
 
 
 @dataclass
@@ -23,25 +22,18 @@ class Stored:
     copies: int
     ids: set[str]
 
+    def __len__(self) -> int:
+        return len(self.ids)
+
 
 def stored_spans(api_url: str, service: str) -> Stored:
     spans = JaegerAPI(api_url).service_spans(service)
-    return Stored(len(spans), {span["spanID"] for span in spans})
+    return Stored(len(spans), {span.span_id for span in spans})
 
 
 def wait_for_spans(api_url: str, service: str, expected: int, timeout: float = 90) -> Stored:
     """Poll until `expected` distinct spans of `service` are stored (or fail with the count)."""
-    last = Stored(0, set())
-
-    def probe() -> Stored | None:
-        nonlocal last
-        last = stored_spans(api_url, service)
-        return last if len(last.ids) >= expected else None
-
-    try:
-        return wait_until(probe, f"{expected} spans of {service} at {api_url}", timeout=timeout, interval=1.0)
-    except TimeoutError as error:
-        raise AssertionError(f"{len(last.ids)} of {expected} spans of {service} arrived at {api_url}") from error
+    return wait_for_count(lambda: stored_spans(api_url, service), expected, f"spans of {service} at {api_url}", timeout)
 
 
 def span_batch(service: str, traces: int, spans_per_trace: int) -> tuple[bytes, list[str]]:

@@ -97,7 +97,7 @@ def stored_span_counts(api: JaegerAPI, traces: list[PlannedTrace]) -> dict[str, 
     counts = {}
     for trace in traces:
         found = api.trace(trace.trace_id)
-        counts[trace.trace_id] = len(found["spans"]) if found else 0
+        counts[trace.trace_id] = len(found.spans) if found else 0
     return counts
 
 
