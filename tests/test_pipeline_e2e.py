@@ -5,14 +5,13 @@ collector/config.yaml, Jaeger v2, a second Jaeger standing in for Tempo, a Colle
 for Loki's OTLP endpoint, Prometheus 3 with backends/prometheus.yml, and the three apps.
 """
 
-import time
 from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 
-from helpers.clients import JaegerAPI, PrometheusAPI, by_service, otlp_log_records, parent_id
+from helpers.chain import assert_chain_trace, stored_chain_traces
+from helpers.clients import JaegerAPI, PrometheusAPI, by_service, otlp_log_records
 from helpers.traffic import Traffic
 from nativestack.processes import wait_until
 from nativestack.scrape import metric_total, scrape
@@ -34,28 +33,10 @@ def test_every_chain_trace_spans_three_services_with_correct_parents(
 ) -> None:
     api: JaegerAPI = request.getfixturevalue(backend)
     chains = traffic.requests("/chain", app="app-a")  # app-b's and app-c's /chain start elsewhere
-    traces = wait_until(
-        lambda: found if len(found := api.traces("app-a", "GET /chain")) == chains else None,
-        f"{chains} /chain traces in {backend}",
-        timeout=SLOW,
-    )
+    traces = stored_chain_traces(api, chains, timeout=SLOW)
+    assert len(traces) == chains
     for trace in traces:
-        spans = trace["spans"]
-        services = {trace["processes"][s["processID"]]["serviceName"] for s in spans}
-        assert services == set(SERVICES)
-        assert len(spans) == 7, [s["operationName"] for s in spans]
-        by_id = {s["spanID"]: s for s in spans}
-        roots = [s for s in spans if parent_id(s) is None]
-        assert [r["operationName"] for r in roots] == ["GET /chain"]
-        for span in spans:
-            if span is roots[0]:
-                continue
-            parent = by_id[parent_id(span)]  # every parent is in the same trace
-            service = trace["processes"][span["processID"]]["serviceName"]
-            parent_service = trace["processes"][parent["processID"]]["serviceName"]
-            # A server span hangs off an httpx client span of app-a; client spans off the root.
-            if service != "app-a" or span["operationName"] != "GET /chain":
-                assert parent_service == "app-a"
+        assert_chain_trace(trace)
 
 
 def test_no_span_lost(stack: Stack, traffic: Traffic, jaeger: JaegerAPI, tempo: JaegerAPI) -> None:
@@ -166,24 +147,6 @@ def test_spans_of_all_three_services_stored(traffic: Traffic, jaeger: JaegerAPI)
     assert set(by_service(spans)) == set(SERVICES)
 
 
-def test_jaeger_monitor_tab_reads_span_metrics_from_prometheus(stack: Stack, traffic: Traffic) -> None:
+def test_jaeger_monitor_tab_reads_span_metrics_from_prometheus(traffic: Traffic, jaeger: JaegerAPI) -> None:
     """Jaeger's Monitor tab (SPM) queries the span_metrics connector's series in Prometheus."""
-
-    def call_rates() -> list[float]:
-        params: dict[str, str | int] = {
-            "service": "app-a",
-            "endTs": int(time.time() * 1000),
-            "lookback": 600_000,
-            "step": 15_000,
-            "ratePer": 60_000,
-            "spanKind": "server",
-        }
-        body = httpx.get(f"{stack.jaeger.api_url}/api/metrics/calls", params=params, timeout=10).json()
-        return [
-            p["gaugeValue"]["doubleValue"]
-            for m in body["metrics"]
-            for p in m["metricPoints"]
-            if p["gaugeValue"]["doubleValue"] > 0
-        ]
-
-    assert wait_until(call_rates, "a call rate for app-a in Jaeger's Monitor API", timeout=SLOW)
+    assert wait_until(lambda: jaeger.call_rates("app-a"), "a call rate for app-a in Jaeger's Monitor API", timeout=SLOW)

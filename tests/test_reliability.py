@@ -17,7 +17,6 @@ tests/test_pipeline_config.py. Case 7 (the shipped stack's security) is tests/te
 beside tests/test_compose.py.
 """
 
-import json
 import re
 import signal
 import subprocess
@@ -33,6 +32,7 @@ import yaml
 
 from helpers.clients import otlp_log_records
 from helpers.environment import environment
+from helpers.figures import record
 from helpers.request_loop import RequestLoop, Result, percentile, window
 from helpers.spans import generate, stored_spans, wait_for_spans
 from nativestack.counters import span_counters
@@ -42,7 +42,6 @@ from nativestack.processes import wait_until
 from nativestack.procfs import RssSampler
 from nativestack.scrape import metric_total, scrape
 
-FIGURES_FILE = REPO / "reports" / "reliability.json"
 OTEL_ENV = REPO / "services" / "otel.env"
 
 # The pipeline's sustainable rate on this 2-core machine, measured with helpers.spans.generate into the
@@ -50,21 +49,6 @@ OTEL_ENV = REPO / "services" / "otel.env"
 # exporter queues near empty; 30k/s already had 503s once the 50k-span queues filled
 # (docs/reliability.md, "Calibration"). Case 4 offers five times this.
 SUSTAINABLE_SPANS_PER_S = 20_000
-
-
-@pytest.fixture(scope="module")
-def figures() -> Iterator[dict[str, Any]]:
-    """Figures each case records, written to reports/reliability.json (git-ignored)."""
-    recorded: dict[str, Any] = {}
-    yield recorded
-    FIGURES_FILE.parent.mkdir(exist_ok=True)
-    previous = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
-    FIGURES_FILE.write_text(json.dumps(previous | recorded, indent=2, sort_keys=True) + "\n")
-
-
-def record(figures: dict[str, Any], case: str, **values: Any) -> None:
-    figures[case] = {**values, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    print(f"\n[reliability] {case}: {json.dumps(values, sort_keys=True)}")
 
 
 @pytest.fixture(scope="module")
