@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Apache-2.0 programs the end-to-end tests run (the Collector from our manifest, the
-# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../.env, and
-# composecheck (native/composecheck), the compose file loader the compose tests use.
+# Builds the Apache-2.0 programs the tests run at the versions in ../.env: the Collector from our
+# manifest, the Loki stand-in Collector, Jaeger v2, Prometheus and promtool, Alertmanager,
+# kube-apiserver, kubectl, etcd and kubeconform (Go modules), composecheck (native/composecheck,
+# the compose file loader the compose tests use), and fetches Cassandra's server jars with Maven.
 # Each lands in .cache/native/<name>-<key>/ and is reused while its key (version, plus the
 # manifest's hash for Collectors) is unchanged. Prints nothing but progress; exits non-zero
 # with a readable message on any failure.
@@ -28,6 +29,7 @@ env_value() {
 otelcol_version=$(env_value OTELCOL_VERSION)
 jaeger_version=$(env_value JAEGER_VERSION)
 prometheus_version=$(env_value PROMETHEUS_VERSION)
+cassandra_version=$(env_value CASSANDRA_VERSION)
 
 # Jaeger v2.N.P is tagged as Go module v1.(N+63).P; Prometheus 3.M.P as v0.3MM.P.
 IFS=. read -r _ j_minor j_patch <<<"$jaeger_version"
@@ -134,6 +136,30 @@ build_composecheck() {
   (cd "$root/native/composecheck" && go build -trimpath -buildvcs=false -o "$out/composecheck" .)
 }
 
+# Cassandra's server jars (cassandra-all and its runtime dependencies, as native/cassandra/pom.xml
+# declares them) from Maven Central into $out/lib, and $out/java: the Java 17 the tests run them
+# on (Cassandra 5.0 runs on 11 or 17; native/cassandra/jvm17-server.options holds 17's flags).
+build_cassandra() {
+  local java=${JAVA_HOME:+$JAVA_HOME/bin/}java major
+  major=$("$java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p' || true)
+  if [ "$major" != 17 ]; then
+    echo "error: Cassandra needs Java 17 (found '${major:-no java}' at $java)." >&2
+    echo "       Install OpenJDK 17 (e.g. apt-get install openjdk-17-jre-headless) or point JAVA_HOME at one." >&2
+    exit 1
+  fi
+  command -v mvn >/dev/null 2>&1 ||
+    { echo "error: Maven (mvn) is needed to fetch Cassandra: apt-get install maven, or https://maven.apache.org/install.html" >&2; exit 1; }
+  # Downloads go through ~/.m2 (and the user's settings.xml mirrors, if any) like any Maven build;
+  # the copies in $out/lib are what the tests use, so a cleaned ~/.m2 costs nothing later.
+  (cd "$root/native/cassandra" && mvn -B -Dcassandra.version="$cassandra_version" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/lib" >"$out/maven.log" 2>&1) ||
+    { tail -n 40 "$out/maven.log" >&2; echo "error: fetching Cassandra $cassandra_version from Maven Central failed" >&2; exit 1; }
+  [ -f "$out/lib/cassandra-all-$cassandra_version.jar" ] ||
+    { echo "error: Maven did not deliver cassandra-all-$cassandra_version.jar" >&2; exit 1; }
+  # The resolved binary, not /usr/bin/java: a later switch of the system default (say to 21) must not change it.
+  ln -s "$(readlink -f "$(command -v "$java")")" "$out/java"
+}
+
 manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
 
 collector_key=$(manifest_key "$root/collector/manifest.yaml")
@@ -146,6 +172,7 @@ build_once kubernetes "$(env_value KUBERNETES_VERSION)" build_kubernetes
 build_once etcd "$(env_value ETCD_VERSION)" build_etcd
 build_once kubeconform "$(env_value KUBECONFORM_VERSION)" build_kubeconform
 build_once composecheck "$(composecheck_key)" build_composecheck
+build_once cassandra "$cassandra_version" build_cassandra
 
 # nativestack (native/nativestack/paths.py) reads the binaries' paths from here rather than re-deriving the keys.
 cat >"$cache/binaries.env" <<PATHS
@@ -159,4 +186,5 @@ KUBECTL=$cache/kubernetes-$(env_value KUBERNETES_VERSION)/kubectl
 ETCD=$cache/etcd-$(env_value ETCD_VERSION)/etcd
 KUBECONFORM=$cache/kubeconform-$(env_value KUBECONFORM_VERSION)/kubeconform
 COMPOSECHECK=$cache/composecheck-$(composecheck_key)/composecheck
+CASSANDRA=$cache/cassandra-$cassandra_version
 PATHS

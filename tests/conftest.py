@@ -2,9 +2,11 @@
 launched as their containers run them) and one bounded round of traffic through it."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from helpers import figures as figures_file
 from helpers.clients import JaegerAPI, PrometheusAPI
 from helpers.traffic import Traffic, drive
 from nativestack.processes import stop_everything_on_sigterm
@@ -40,3 +42,11 @@ def tempo(stack: Stack) -> JaegerAPI:
 @pytest.fixture(scope="session")
 def prometheus(stack: Stack) -> PrometheusAPI:
     return PrometheusAPI(stack.prometheus.url)
+
+
+@pytest.fixture(scope="module")
+def figures() -> Iterator[dict[str, Any]]:
+    """What a fault-test module measured, merged into reports/reliability.json at its end."""
+    recorded: dict[str, Any] = {}
+    yield recorded
+    figures_file.save(recorded)

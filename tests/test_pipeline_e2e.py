@@ -7,11 +7,9 @@ for Loki's OTLP endpoint, Prometheus 3 with backends/prometheus.yml, and the thr
 shape of each /chain trace is tests/test_services_e2e.py's subject.
 """
 
-import time
 from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 
 from helpers.clients import JaegerAPI, PrometheusAPI, Span, otlp_log_records
@@ -140,24 +138,6 @@ def test_spans_of_all_three_services_stored(traffic: Traffic, jaeger: JaegerAPI)
     assert {span.service for span in spans.values()} == set(APP_NAMES)
 
 
-def test_jaeger_monitor_tab_reads_span_metrics_from_prometheus(stack: Stack, traffic: Traffic) -> None:
+def test_jaeger_monitor_tab_reads_span_metrics_from_prometheus(traffic: Traffic, jaeger: JaegerAPI) -> None:
     """Jaeger's Monitor tab (SPM) queries the span_metrics connector's series in Prometheus."""
-
-    def call_rates() -> list[float]:
-        params: dict[str, str | int] = {
-            "service": "app-a",
-            "endTs": int(time.time() * 1000),
-            "lookback": 600_000,
-            "step": 15_000,
-            "ratePer": 60_000,
-            "spanKind": "server",
-        }
-        body = httpx.get(f"{stack.jaeger.api_url}/api/metrics/calls", params=params, timeout=10).json()
-        return [
-            p["gaugeValue"]["doubleValue"]
-            for m in body["metrics"]
-            for p in m["metricPoints"]
-            if p["gaugeValue"]["doubleValue"] > 0
-        ]
-
-    assert wait_until(call_rates, "a call rate for app-a in Jaeger's Monitor API", timeout=SLOW)
+    assert wait_until(lambda: jaeger.call_rates("app-a"), "a call rate for app-a in Jaeger's Monitor API", timeout=SLOW)

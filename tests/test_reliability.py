@@ -18,7 +18,6 @@ garbage and oversized OTLP payloads in tests/test_collector_bad_input.py, invali
 configs in tests/test_pipeline_config.py, the shipped stack's security in tests/test_security.py.
 """
 
-import json
 import re
 import signal
 import subprocess
@@ -34,6 +33,8 @@ import yaml
 
 from helpers.clients import otlp_log_records
 from helpers.environment import environment
+from helpers.figures import record
+from helpers.outage import assert_nothing_lost_or_duplicated, spans_through_an_outage
 from helpers.request_loop import RequestLoop, Result, percentile, window
 from helpers.spans import generate, stored_spans, wait_for_spans
 from nativestack.apps import APP_NAMES
@@ -44,7 +45,6 @@ from nativestack.processes import wait_until
 from nativestack.procfs import RssSampler
 from nativestack.scrape import metric_total, scrape
 
-FIGURES_FILE = REPO / "reports" / "reliability.json"
 OTEL_ENV = REPO / "services" / "otel.env"
 
 # The pipeline's sustainable rate on this 2-core machine, measured with helpers.spans.generate into the
@@ -52,21 +52,6 @@ OTEL_ENV = REPO / "services" / "otel.env"
 # exporter queues near empty; 30k/s already had 503s once the 50k-span queues filled
 # (docs/reliability.md, "Calibration"). The overload test offers five times this.
 SUSTAINABLE_SPANS_PER_S = 20_000
-
-
-@pytest.fixture(scope="module")
-def figures() -> Iterator[dict[str, Any]]:
-    """Figures each case records, written to reports/reliability.json (git-ignored)."""
-    recorded: dict[str, Any] = {}
-    yield recorded
-    FIGURES_FILE.parent.mkdir(exist_ok=True)
-    previous = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
-    FIGURES_FILE.write_text(json.dumps(previous | recorded, indent=2, sort_keys=True) + "\n")
-
-
-def record(figures: dict[str, Any], case: str, **values: Any) -> None:
-    figures[case] = {**values, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    print(f"\n[reliability] {case}: {json.dumps(values, sort_keys=True)}")
 
 
 @pytest.fixture(scope="module")
@@ -183,47 +168,19 @@ def test_jaeger_down_60s_tempo_unaffected_and_jaeger_catches_up(pipeline: Pipeli
     gets every span during the outage, once; the Collector refuses nothing (Jaeger's share waits
     in its persistent queue, far from full); Jaeger, restarted in place on its Badger store,
     ends up with every span, once."""
-    service = "rel-jaeger-outage"
-    url = f"{pipeline.collector.otlp_http_url}/v1/traces"
-    rate = 500
-    before = generate(url, service, spans_per_s=rate, duration_s=3)
-    t_down = time.monotonic()
-    pipeline.jaeger.process.stop()
-    during = generate(url, service, spans_per_s=rate, duration_s=58)
-    ids = before.accepted_ids + during.accepted_ids
-    # Everything sent so far is in the Tempo stand-in before Jaeger is back.
-    tempo_during = wait_for_spans(pipeline.tempo.api_url, service, len(ids), timeout=30)
-    queued = metric_total(
-        scrape(pipeline.collector.metrics_url), "otelcol_exporter_queue_size", exporter="otlp_grpc/jaeger"
+    run = spans_through_an_outage(
+        collector_http_url=pipeline.collector.otlp_http_url,
+        collector_metrics_url=pipeline.collector.metrics_url,
+        jaeger_url=pipeline.jaeger.api_url,
+        tempo_url=pipeline.tempo.api_url,
+        service="rel-jaeger-outage",
+        rate=500,
+        down_s=60,
+        stop=pipeline.jaeger.process.stop,
+        start=pipeline.start_jaeger,
     )
-    pipeline.start_jaeger()
-    t_up = time.monotonic()
-    after = generate(url, service, spans_per_s=rate, duration_s=3)
-    ids += after.accepted_ids
-    jaeger = wait_for_spans(pipeline.jaeger.api_url, service, len(ids), timeout=120)
-    t_caught_up = time.monotonic()
-    tempo = wait_for_spans(pipeline.tempo.api_url, service, len(ids), timeout=30)
-    refused = span_counters(pipeline.collector.metrics_url).failures()
-    record(
-        figures,
-        "jaeger_down",
-        outage_s=round(t_up - t_down, 1),
-        spans_sent=before.spans + during.spans + after.spans,
-        spans_accepted=len(ids),
-        tempo_spans_at_end_of_outage=tempo_during.copies,
-        jaeger_queue_at_end_of_outage=queued,
-        jaeger_caught_up_after_s=round(t_caught_up - t_up, 1),
-        spans_in_jaeger=jaeger.copies,
-        spans_in_tempo=tempo.copies,
-        collector_refusals=refused,
-    )
-    for sent in (before, during, after):
-        assert set(sent.statuses) == {200} and not sent.errors, (sent.statuses, sent.errors)
-    assert tempo_during.copies == len(tempo_during.ids) == before.accepted + during.accepted
-    assert queued > 0, "Jaeger's share should have waited in its queue"
-    assert jaeger.ids == tempo.ids == set(ids)
-    assert jaeger.copies == tempo.copies == len(ids), "duplicates"
-    assert not [v for v in refused.values() if v], refused
+    record(figures, "jaeger_down", **run.figures())
+    assert_nothing_lost_or_duplicated(run)
 
 
 # ---------------------------------------------------------------- the persistent queue survives a restart

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from app.logging_config import FIRST_LINE_REGEX, LINE_REGEX
+from helpers.chain import CHAIN_HOPS, assert_chain_trace, stored_chain_traces
 from helpers.clients import JaegerAPI, PrometheusAPI, Span, Trace, otlp_log_records
 from helpers.exposition import OPENMETRICS, exemplars
 from helpers.load import BoundedLoad
@@ -52,7 +53,6 @@ ROUTES: dict[str, str | None] = {
     "/no/such/path": None,
 }
 # What /chain calls on each hop, and the log line each hop writes inside its server span.
-CHAIN_HOPS = {"app-a": ("/", "Hello World"), "app-b": ("/io_task", "io task"), "app-c": ("/cpu_task", "cpu task")}
 TRACEBACK = "Traceback (most recent call last):"
 
 
@@ -166,27 +166,10 @@ def test_chain_trace_links_each_server_span_to_its_httpx_client_span(
     client spans under it, each callee's server span under the client span that called it."""
     api: JaegerAPI = request.getfixturevalue(backend)
     chains = traffic.requests("/chain", app="app-a")  # app-b's and app-c's /chain start elsewhere
-    port_to_service = {port: name for name, port in stack.app_ports.items()}
-    traces = wait_for_count(lambda: api.traces("app-a", "GET /chain"), chains, "app-a /chain traces", timeout=SLOW)
+    traces = stored_chain_traces(api, chains, timeout=SLOW)
     assert len(traces) == chains
     for trace in traces:
-        spans = trace.spans
-        assert {s.trace_id for s in spans} == {trace.trace_id}
-        root = trace.root()
-        assert (root.service, root.name, root.kind) == ("app-a", "GET /chain", "server")
-        clients = [s for s in spans if s.kind == "client"]
-        assert len(clients) == 3 and all(c.service == "app-a" and c.parent_id == root.span_id for c in clients)
-        for client in clients:
-            target = httpx.URL(client.tags["url.full"])
-            (server,) = [s for s in spans if s.parent_id == client.span_id]
-            # The server span of the callee is the child of the httpx client span that called it.
-            assert server.service == port_to_service.get(target.port or 80)
-            assert server.kind == "server"
-            assert server.tags["url.path"] == target.path == CHAIN_HOPS[server.service][0]
-            assert client.tags["http.response.status_code"] == 200
-        client_ids = {c.span_id for c in clients}
-        assert sorted(s.service for s in spans if s.parent_id in client_ids) == list(APP_NAMES)
-        assert len(spans) == 1 + 2 * len(clients)  # nothing else: no internal send/receive spans
+        assert_chain_trace(trace, {port: name for name, port in stack.app_ports.items()})
 
     # No internal ASGI spans anywhere, for any service.
     for service in APP_NAMES:

@@ -6,7 +6,7 @@ targets changed, so every process runs on its own loopback ports.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -151,14 +151,36 @@ class Jaeger:
         return f"http://{LOOPBACK}:{self.metrics_port}/metrics"
 
 
+@dataclass(frozen=True)
+class JaegerVariant:
+    """Which Jaeger runs: the `jaeger` service of `spec` gives its command (None: the stack's own
+    compose file, backends/jaeger.yaml on Badger; backends/compose.cassandra.yaml's points it at
+    backends/jaeger-cassandra.yaml), `env` the storage address that config reads, and
+    `collector_env` what the variant's compose file adds to the Collector's environment."""
+
+    spec: dict[str, Any] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    collector_env: Mapping[str, str] = field(default_factory=dict)
+
+
+COMPOSE_JAEGER = JaegerVariant()  # docker-compose.yaml's own jaeger service: Badger
+
+
 def start_jaeger(
-    spec: dict[str, Any], workdir: Path, *, name: str, prometheus_url: str, ports: tuple[int, ...] | None = None
+    spec: dict[str, Any],
+    workdir: Path,
+    *,
+    name: str,
+    prometheus_url: str,
+    ports: tuple[int, ...] | None = None,
+    env: Mapping[str, str] = {},
 ) -> Jaeger:
-    """backends/jaeger.yaml on real Jaeger v2 with its Badger store in `workdir`. Also serves as
-    the Tempo stand-in (`name="tempo-standin"`): Tempo is AGPL and never built here; both
-    ingest the same OTLP from the same Collector exporter settings."""
+    """compose's `jaeger` service of `spec` (backends/jaeger.yaml: its Badger store in `workdir`)
+    on real Jaeger v2, `env` added to its addresses. Also serves as the Tempo stand-in
+    (`name="tempo-standin"`): Tempo is AGPL and never built here; both ingest the same OTLP from
+    the same Collector exporter settings."""
     grpc, http, query, query_grpc, health, metrics = ports or tuple(free_port() for _ in range(6))
-    env = {
+    addresses = {
         "JAEGER_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{grpc}",
         "JAEGER_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{http}",
         "JAEGER_QUERY_HTTP_ENDPOINT": f"{LOOPBACK}:{query}",
@@ -170,7 +192,8 @@ def start_jaeger(
         "JAEGER_PROMETHEUS_URL": prometheus_url,
     }
     argv = [str(binaries()["JAEGER"]), *compose_argv(spec, "jaeger")]
-    jaeger = Jaeger(start(name, argv, env, workdir), grpc, http, query, query_grpc, health, metrics)
+    process = start(name, argv, {**addresses, **env}, workdir)
+    jaeger = Jaeger(process, grpc, http, query, query_grpc, health, metrics)
     wait_until(lambda: _healthy(jaeger.process, f"http://{LOOPBACK}:{health}/status"), f"{name} health", timeout=60)
     return jaeger
 
@@ -254,13 +277,20 @@ def start_prometheus(spec: dict[str, Any], workdir: Path, targets: Mapping[str, 
 
 
 def start_log_and_trace_backends(
-    spec: dict[str, Any], workdir: Path, prometheus_url: str, started: list[Process]
+    spec: dict[str, Any],
+    workdir: Path,
+    prometheus_url: str,
+    started: list[Process],
+    jaeger_variant: JaegerVariant = COMPOSE_JAEGER,
 ) -> tuple[LokiStandin, Jaeger, Jaeger]:
-    """The Loki stand-in, Jaeger and the Tempo stand-in (a second Jaeger), each appended to
-    `started` as soon as it runs, so the caller can stop them if a later start fails."""
+    """The Loki stand-in, Jaeger (as `jaeger_variant` says) and the Tempo stand-in (a second
+    Jaeger, on Badger), each appended to `started` as soon as it runs, so the caller can stop
+    them if a later start fails."""
     loki = start_loki_standin(workdir)
     started.append(loki.process)
-    jaeger = start_jaeger(spec, workdir, name="jaeger", prometheus_url=prometheus_url)
+    jaeger = start_jaeger(
+        jaeger_variant.spec or spec, workdir, name="jaeger", prometheus_url=prometheus_url, env=jaeger_variant.env
+    )
     started.append(jaeger.process)
     tempo = start_jaeger(spec, workdir, name="tempo-standin", prometheus_url=prometheus_url)
     started.append(tempo.process)

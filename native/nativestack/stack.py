@@ -7,10 +7,12 @@ from typing import Any
 from . import compose
 from .apps import APP_NAMES, CONTAINER_PORT, App, start_apps
 from .backends import (
+    COMPOSE_JAEGER,
     LOOPBACK,
     PROMETHEUS_OTLP_PATH,
     Collector,
     Jaeger,
+    JaegerVariant,
     LokiStandin,
     Prometheus,
     start_collector,
@@ -56,14 +58,16 @@ class Stack(StoppedOnExit):
             process.stop()
 
 
-def start_stack(workdir: Path) -> Stack:
+def start_stack(workdir: Path, jaeger_variant: JaegerVariant = COMPOSE_JAEGER) -> Stack:
+    """Every program of the stack on its own loopback ports; Jaeger as `jaeger_variant` says
+    (default: compose's own, on Badger)."""
     spec = compose.load()
     app_ports = {name: free_port() for name in APP_NAMES}
     prometheus_port = free_port()
     prometheus_url = f"http://{LOOPBACK}:{prometheus_port}"
     started: list[Process] = []
     try:
-        loki, jaeger, tempo = start_log_and_trace_backends(spec, workdir, prometheus_url, started)
+        loki, jaeger, tempo = start_log_and_trace_backends(spec, workdir, prometheus_url, started, jaeger_variant)
         collector = start_collector(
             spec,
             workdir,
@@ -71,6 +75,7 @@ def start_stack(workdir: Path) -> Stack:
             jaeger_otlp=jaeger.otlp_grpc_endpoint,
             loki_url=loki.otlp_url,
             prometheus_otlp_url=prometheus_url + PROMETHEUS_OTLP_PATH,
+            overrides=jaeger_variant.collector_env,
         )
         started.append(collector.process)
         targets = {f"{name}:{CONTAINER_PORT}": f"{LOOPBACK}:{port}" for name, port in app_ports.items()}

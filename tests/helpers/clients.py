@@ -105,6 +105,25 @@ class JaegerAPI:
         """Every stored span of `service`, once each (a span id stored twice is one span)."""
         return list({span.span_id: span for span in self.service_spans(service, operation)}.values())
 
+    def call_rates(self, service: str, span_kind: str = "server") -> list[float]:
+        """The non-zero call rates (per minute, last 10 min) of `service` that the Monitor tab
+        (SPM) shows: Jaeger computes them from the span metrics in Prometheus."""
+        params: dict[str, str | int] = {
+            "service": service,
+            "endTs": int(time.time() * 1000),
+            "lookback": 600_000,
+            "step": 15_000,
+            "ratePer": 60_000,
+            "spanKind": span_kind,
+        }
+        body = httpx.get(f"{self.url}/api/metrics/calls", params=params, timeout=10).json()
+        return [
+            p["gaugeValue"]["doubleValue"]
+            for m in body["metrics"]
+            for p in m["metricPoints"]
+            if p["gaugeValue"]["doubleValue"] > 0
+        ]
+
     def all_spans(self, services: list[str]) -> dict[str, Span]:
         """Every stored span of traces touching `services`, by span id (traces overlap, ids don't)."""
         return {span.span_id: span for service in services for trace in self.traces(service) for span in trace.spans}

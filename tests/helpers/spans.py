@@ -47,8 +47,11 @@ def span_batch(service: str, traces: int, spans_per_trace: int) -> tuple[bytes, 
     scope_spans.scope.name = "tests.helpers.spans"
     end = time.time_ns()
     ids = []
-    for _ in range(traces):
+    for trace in range(traces):
         trace_id = os.urandom(16)
+        # Each trace a microsecond apart, as real ones are: Jaeger's Cassandra index of a service's
+        # traces keys on (service, bucket, start in us) and keeps one trace per key.
+        start = end - 2_000_000 - trace * 1000
         root = b""
         for index in range(spans_per_trace):
             span = scope_spans.spans.add()
@@ -59,7 +62,7 @@ def span_batch(service: str, traces: int, spans_per_trace: int) -> tuple[bytes, 
             else:
                 root = span.span_id
                 span.name, span.kind = "generated root", Span.SPAN_KIND_SERVER
-            span.start_time_unix_nano, span.end_time_unix_nano = end - 2_000_000, end
+            span.start_time_unix_nano, span.end_time_unix_nano = start, end
             ids.append(span.span_id.hex())
     return request.SerializeToString(), ids
 
