@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Apache-2.0 programs the end-to-end tests run (the Collector from our manifest, the
-# Loki stand-in Collector, Jaeger v2, Prometheus and promtool) at the versions in ../.env.
+# Loki stand-in Collector, Jaeger v2, Prometheus and promtool, Alertmanager) at the versions in
+# ../.env.
 # Each lands in .cache/native/<name>-<key>/ and is reused while its key (version, plus the
 # manifest's hash for Collectors) is unchanged. Prints nothing but progress; exits non-zero
 # with a readable message on any failure.
@@ -81,6 +82,23 @@ build_prometheus() {
     go build "${flags[@]}" -o "$out/promtool" ./cmd/promtool)
 }
 
+build_alertmanager() {
+  local version; version=$(env_value ALERTMANAGER_VERSION)
+  local src; src=$(module_dir github.com/prometheus/alertmanager "v$version")
+  # The module zip lacks the web UI's compiled assets (ui/app/dist, built with npm upstream),
+  # which ui/web.go embeds: build a copy of the source with a placeholder page there. The API
+  # that Prometheus, Grafana and the tests use is complete.
+  local work; work=$(mktemp -d)
+  cp -r "$src/." "$work" && chmod -R u+w "$work"
+  for ui in elm mantine; do
+    mkdir -p "$work/ui/app/dist/$ui"
+    echo "Alertmanager built without its web UI: use the API (/api/v2/alerts)." >"$work/ui/app/dist/$ui/index.html"
+  done
+  (cd "$work" && go build -trimpath -ldflags "-X github.com/prometheus/common/version.Version=$version" \
+    -o "$out/alertmanager" ./cmd/alertmanager)
+  rm -rf "$work"
+}
+
 manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
 
 collector_key=$(manifest_key "$root/collector/manifest.yaml")
@@ -89,6 +107,7 @@ build_once otelcol "$collector_key" build_collector "$root/collector/manifest.ya
 build_once loki-standin "$standin_key" build_collector "$root/native/standins/loki-standin-manifest.yaml"
 build_once jaeger "$jaeger_version" build_jaeger
 build_once prometheus "$prometheus_version" build_prometheus
+build_once alertmanager "$(env_value ALERTMANAGER_VERSION)" build_alertmanager
 
 # nativestack (native/nativestack/paths.py) reads the binaries' paths from here rather than re-deriving the keys.
 cat >"$cache/binaries.env" <<PATHS
@@ -97,4 +116,5 @@ LOKI_STANDIN=$cache/loki-standin-$standin_key/otelcol
 JAEGER=$cache/jaeger-$jaeger_version/jaeger
 PROMETHEUS=$cache/prometheus-$prometheus_version/prometheus
 PROMTOOL=$cache/prometheus-$prometheus_version/promtool
+ALERTMANAGER=$cache/alertmanager-$(env_value ALERTMANAGER_VERSION)/alertmanager
 PATHS
