@@ -2,6 +2,7 @@
 alert (backends/rules/tests/), routed and annotated as the README promises, evaluated by the
 native stack's real Prometheus against real series, and refused loudly when broken."""
 
+import functools
 import json
 import subprocess
 from pathlib import Path
@@ -52,7 +53,8 @@ def test_rule_unit_tests_pass() -> None:
 
 def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
     """Each alert has an evaluation where it must fire and one where it must stay quiet."""
-    fired, quiet = set(), set()
+    fired: set[str] = set()
+    quiet: set[str] = set()
     for path in UNIT_TESTS:
         for group in yaml.safe_load(path.read_text())["tests"]:
             for case in group.get("alert_rule_test", []):
@@ -157,7 +159,7 @@ def test_the_rules_read_series_the_stack_really_has(stack: Stack, traffic: Traff
         "app_name:traces_server_spans:rate5m",
         "app_name:slo_latency_slow:ratio_rate5m",
     ):
-        wait_until(lambda record=record: per_app(record), f"{record} for every app", timeout=90)
+        wait_until(functools.partial(per_app, record), f"{record} for every app", timeout=90)
     # The availability SLI's denominator; its numerator exists only once a real 5xx happened.
     assert per_app('sum by (app_name) (rate(fastapi_responses_total{path!~"/error_test|/random_status"}[5m]))')
     # The routes the SLIs leave out, under the label values the matchers name.
