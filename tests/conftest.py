@@ -7,6 +7,7 @@ import pytest
 
 from helpers.clients import JaegerAPI, PrometheusAPI
 from helpers.traffic import Traffic, drive
+from helpers.webhook import WebhookReceiver
 from nativestack.processes import stop_everything_on_sigterm
 from nativestack.stack import Stack, start_stack
 
@@ -43,3 +44,11 @@ def tempo(stack: Stack) -> JaegerAPI:
 @pytest.fixture(scope="session")
 def prometheus(stack: Stack) -> PrometheusAPI:
     return PrometheusAPI(stack.prometheus.url)
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[WebhookReceiver]:
+    """A stand-in pager for the module's Alertmanager (tests/helpers/webhook.py)."""
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()

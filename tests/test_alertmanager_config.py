@@ -11,25 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers.webhook import WebhookReceiver
+from helpers.webhook import FAST_ROUTE_TIMERS, WebhookReceiver
 from nativestack import compose
 from nativestack.backends import Alertmanager, start_alertmanager
 from nativestack.paths import REPO, binaries
 from nativestack.processes import free_port, wait_until
 
-FAST = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
-
-
-@pytest.fixture(scope="module")
-def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.stop()
-
 
 @pytest.fixture(scope="module")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory, webhook: WebhookReceiver) -> Iterator[Alertmanager]:
-    running = start_alertmanager(compose.load(), tmp_path_factory.mktemp("alertmanager"), webhook.url, FAST)
+    running = start_alertmanager(
+        compose.load(), tmp_path_factory.mktemp("alertmanager"), webhook.url, FAST_ROUTE_TIMERS
+    )
     yield running
     running.process.stop()
 

@@ -226,6 +226,17 @@ class Prometheus:
         return f"{self.url}/api/v1/otlp"
 
 
+def _swap_targets(static_configs: list[dict[str, Any]], targets: Mapping[str, str]) -> bool:
+    """Each compose address in `static_configs` swapped for its native one; False (and nothing
+    swapped) if one has none."""
+    addresses = [address for group in static_configs for address in group["targets"]]
+    if not all(address in targets for address in addresses):
+        return False
+    for group in static_configs:
+        group["targets"] = [targets[address] for address in group["targets"]]
+    return True
+
+
 def native_prometheus_config(
     targets: Mapping[str, str], destination: Path, spec: dict[str, Any] | None = None, interval: str | None = None
 ) -> list[str]:
@@ -237,21 +248,11 @@ def native_prometheus_config(
     config = yaml.safe_load((REPO / "backends" / "prometheus.yml").read_text())
     mounts = bind_mounts(spec or compose.load(), "prometheus")
     config["rule_files"] = [repo_path(mounts, pattern) for pattern in config.get("rule_files", [])]
-    alertmanagers = [
-        target for am in config["alerting"]["alertmanagers"] for g in am["static_configs"] for target in g["targets"]
-    ]
-    if all(address in targets for address in alertmanagers):
-        for am in config["alerting"]["alertmanagers"]:
-            for group in am["static_configs"]:
-                group["targets"] = [targets[address] for address in group["targets"]]
-    else:
+    if not all(_swap_targets(am["static_configs"], targets) for am in config["alerting"]["alertmanagers"]):
         del config["alerting"]
     kept, dropped = [], []
     for job in config["scrape_configs"]:
-        addresses = [target for group in job["static_configs"] for target in group["targets"]]
-        if all(address in targets for address in addresses):
-            for group in job["static_configs"]:
-                group["targets"] = [targets[address] for address in group["targets"]]
+        if _swap_targets(job["static_configs"], targets):
             if interval:
                 job.pop("scrape_interval", None)
             kept.append(job)
