@@ -4,7 +4,8 @@ backends/alertmanager.yml, its notifications delivered to a webhook in this test
 
 What the test run overrides, and nothing else (nativestack.stack.start_stack):
   - Prometheus scrapes and evaluates every 1 s (compose: 5-15 s), so rules see changes at once;
-  - Alertmanager's group_wait and group_interval are 1 s (compose, for pages: 30 s and 5 min);
+  - Alertmanager's group_wait and group_interval are 1 s, repeat_interval 1 h (compose, for
+    pages: 30 s, 5 min and 4 h);
   - every receiver gets this test's webhook (the shipped ones deliver nowhere);
   - app-c's /chain calls a stand-in for app-b that the test can make fail.
 The rules are the shipped files, every expression, threshold, window and `for:` included. So the
