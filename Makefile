@@ -20,7 +20,7 @@ $(VENV)/.synced: services/pyproject.toml services/uv.lock
 	uv sync --project services --frozen --all-groups --python $(PYTHON_VERSION)
 	@touch $@
 
-native: ## Build the Collector, Jaeger and Prometheus from source at the .env versions (cached)
+native: ## Build the Collector, Jaeger, Prometheus and Alertmanager from source at the .env versions (cached)
 	native/build.sh
 
 lint: venv ## ruff (lint + format) and mypy

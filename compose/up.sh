@@ -73,7 +73,8 @@ print_urls() {
 The stack is up (all healthchecks passing). On this machine only (127.0.0.1):
   Grafana      http://127.0.0.1:3000    user admin, password in .secrets/grafana-admin-password
   Jaeger UI    http://127.0.0.1:16686
-  Prometheus   http://127.0.0.1:9090
+  Prometheus   http://127.0.0.1:9090    /alerts: every rule and its state
+  Alertmanager http://127.0.0.1:9093    firing alerts (also in Grafana: Alerting > Alert groups)
   Tempo API    http://127.0.0.1:3200
   Loki API     http://127.0.0.1:3100
   app-a        http://127.0.0.1:8000    try http://127.0.0.1:8000/chain

@@ -160,6 +160,23 @@ build_cassandra() {
   ln -s "$(readlink -f "$(command -v "$java")")" "$out/java"
 }
 
+build_alertmanager() {
+  local version; version=$(env_value ALERTMANAGER_VERSION)
+  local src; src=$(module_dir github.com/prometheus/alertmanager "v$version")
+  # The module zip lacks the web UI's compiled assets (ui/app/dist, built with npm upstream),
+  # which ui/web.go embeds: build a copy of the source with a placeholder page there. The API
+  # that Prometheus, Grafana and the tests use is complete.
+  local work; work=$(mktemp -d)
+  cp -r "$src/." "$work" && chmod -R u+w "$work"
+  for ui in elm mantine; do
+    mkdir -p "$work/ui/app/dist/$ui"
+    echo "Alertmanager built without its web UI: use the API (/api/v2/alerts)." >"$work/ui/app/dist/$ui/index.html"
+  done
+  (cd "$work" && go build -trimpath -ldflags "-X github.com/prometheus/common/version.Version=$version" \
+    -o "$out/alertmanager" ./cmd/alertmanager)
+  rm -rf "$work"
+}
+
 manifest_key() { printf '%s-%s' "$otelcol_version" "$(sha256sum "$1" | cut -c1-12)"; }
 
 collector_key=$(manifest_key "$root/collector/manifest.yaml")
@@ -173,6 +190,7 @@ build_once etcd "$(env_value ETCD_VERSION)" build_etcd
 build_once kubeconform "$(env_value KUBECONFORM_VERSION)" build_kubeconform
 build_once composecheck "$(composecheck_key)" build_composecheck
 build_once cassandra "$cassandra_version" build_cassandra
+build_once alertmanager "$(env_value ALERTMANAGER_VERSION)" build_alertmanager
 
 # nativestack (native/nativestack/paths.py) reads the binaries' paths from here rather than re-deriving the keys.
 cat >"$cache/binaries.env" <<PATHS
@@ -187,4 +205,5 @@ ETCD=$cache/etcd-$(env_value ETCD_VERSION)/etcd
 KUBECONFORM=$cache/kubeconform-$(env_value KUBECONFORM_VERSION)/kubeconform
 COMPOSECHECK=$cache/composecheck-$(composecheck_key)/composecheck
 CASSANDRA=$cache/cassandra-$cassandra_version
+ALERTMANAGER=$cache/alertmanager-$(env_value ALERTMANAGER_VERSION)/alertmanager
 PATHS

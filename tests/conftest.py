@@ -9,6 +9,7 @@ import pytest
 from helpers import figures as figures_file
 from helpers.clients import JaegerAPI, PrometheusAPI
 from helpers.traffic import Traffic, drive
+from helpers.webhook import WebhookReceiver
 from nativestack.processes import stop_everything_on_sigterm
 from nativestack.stack import Stack, start_stack
 
@@ -50,3 +51,11 @@ def figures() -> Iterator[dict[str, Any]]:
     recorded: dict[str, Any] = {}
     yield recorded
     figures_file.save(recorded)
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[WebhookReceiver]:
+    """A stand-in pager for the module's Alertmanager (tests/helpers/webhook.py)."""
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()

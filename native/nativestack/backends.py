@@ -2,7 +2,8 @@
 
 Each takes its command-line flags from docker-compose.yaml (container paths of bind mounts
 mapped back to the repo) and only its addresses, data folders and, for Prometheus, scrape
-targets changed, so every process runs on its own loopback ports.
+targets and rule paths changed (for Alertmanager, a webhook on its receivers), so every process
+runs on its own loopback ports.
 """
 
 from collections.abc import Mapping, Sequence
@@ -23,14 +24,28 @@ LOOPBACK = "127.0.0.1"
 PROMETHEUS_OTLP_PATH = "/api/v1/otlp"
 
 
-def compose_argv(spec: dict[str, Any], service: str, overrides: Mapping[str, str] = {}) -> list[str]:
-    """The service's compose `command`, with bind-mounted container paths mapped to the repo and
-    each `--flag=value` in `overrides` replaced (or appended)."""
+def bind_mounts(spec: dict[str, Any], service: str) -> dict[str, Path]:
+    """Container path -> repo path of each of the service's bind mounts (`./...:/container`)."""
     mounts: dict[str, Path] = {}
     for volume in spec["services"][service].get("volumes", []):
         source, _, rest = str(volume).partition(":")
         if source.startswith("."):
             mounts[rest.split(":")[0]] = (REPO / source).resolve()
+    return mounts
+
+
+def repo_path(mounts: Mapping[str, Path], container_path: str) -> str:
+    """`container_path` (a file or a glob) where it lies in the repo, through a bind mount."""
+    for target, source in mounts.items():
+        if container_path == target or container_path.startswith(target + "/"):
+            return str(source) + container_path[len(target) :]
+    return container_path
+
+
+def compose_argv(spec: dict[str, Any], service: str, overrides: Mapping[str, str] = {}) -> list[str]:
+    """The service's compose `command`, with bind-mounted container paths mapped to the repo and
+    each `--flag=value` in `overrides` replaced (or appended)."""
+    mounts = bind_mounts(spec, service)
     argv: list[str] = []
     for arg in compose.service_command(spec, service):
         flag, sep, value = arg.partition("=")
@@ -240,31 +255,53 @@ class Prometheus:
         return f"http://{LOOPBACK}:{self.port}"
 
 
-def native_prometheus_config(targets: Mapping[str, str], destination: Path) -> list[str]:
+def _swap_targets(static_configs: list[dict[str, Any]], targets: Mapping[str, str]) -> bool:
+    """Each compose address in `static_configs` swapped for its native one; False (and nothing
+    swapped) if one has none."""
+    addresses = [address for group in static_configs for address in group["targets"]]
+    if not all(address in targets for address in addresses):
+        return False
+    for group in static_configs:
+        group["targets"] = [targets[address] for address in group["targets"]]
+    return True
+
+
+def native_prometheus_config(
+    targets: Mapping[str, str], destination: Path, spec: dict[str, Any] | None = None, interval: str | None = None
+) -> list[str]:
     """backends/prometheus.yml with each compose target (`app-a:8000`) swapped for its native
-    address. Jobs whose backend has no native counterpart (Tempo, Loki, Grafana) are dropped;
-    their names are returned."""
+    address and the rule files for their place in the repo (through compose's mounts). Jobs
+    whose backend has no native counterpart (Tempo, Loki, Grafana) are dropped, their names
+    returned; so is the Alertmanager when `targets` has none. `interval` replaces every scrape
+    and the rule evaluation interval (the alerting end-to-end test's override)."""
     config = yaml.safe_load((REPO / "backends" / "prometheus.yml").read_text())
+    mounts = bind_mounts(spec or compose.load(), "prometheus")
+    config["rule_files"] = [repo_path(mounts, pattern) for pattern in config.get("rule_files", [])]
+    if not all(_swap_targets(am["static_configs"], targets) for am in config["alerting"]["alertmanagers"]):
+        del config["alerting"]
     kept, dropped = [], []
     for job in config["scrape_configs"]:
-        addresses = [target for group in job["static_configs"] for target in group["targets"]]
-        if all(address in targets for address in addresses):
-            for group in job["static_configs"]:
-                group["targets"] = [targets[address] for address in group["targets"]]
+        if _swap_targets(job["static_configs"], targets):
+            if interval:
+                job.pop("scrape_interval", None)
             kept.append(job)
         else:
             dropped.append(job["job_name"])
     config["scrape_configs"] = kept
+    if interval:
+        config["global"].update(scrape_interval=interval, evaluation_interval=interval)
     destination.write_text(yaml.safe_dump(config, sort_keys=False))
     return dropped
 
 
-def start_prometheus(spec: dict[str, Any], workdir: Path, targets: Mapping[str, str], port: int) -> Prometheus:
+def start_prometheus(
+    spec: dict[str, Any], workdir: Path, targets: Mapping[str, str], port: int, interval: str | None = None
+) -> Prometheus:
     """Real Prometheus with compose's flags and our config, scraping the native targets.
     `targets` maps compose addresses to native ones; `port` is reserved by the caller so the
-    self-scrape target can name it."""
+    self-scrape target can name it; `interval`: see native_prometheus_config."""
     config_file = workdir / "prometheus.yml"
-    dropped = native_prometheus_config({**targets, "localhost:9090": f"{LOOPBACK}:{port}"}, config_file)
+    dropped = native_prometheus_config({**targets, "localhost:9090": f"{LOOPBACK}:{port}"}, config_file, spec, interval)
     overrides = {
         "--config.file": str(config_file),
         "--storage.tsdb.path": str(workdir / "prometheus-data"),
@@ -274,6 +311,54 @@ def start_prometheus(spec: dict[str, Any], workdir: Path, targets: Mapping[str, 
     prometheus = Prometheus(start("prometheus", argv, {}, workdir), port, config_file, dropped)
     wait_until(lambda: _healthy(prometheus.process, f"{prometheus.url}/-/ready"), "Prometheus ready", timeout=60)
     return prometheus
+
+
+@dataclass
+class Alertmanager:
+    process: Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+
+def native_alertmanager_config(destination: Path, webhook_url: str, timings: Mapping[str, str] = {}) -> None:
+    """backends/alertmanager.yml with a webhook to `webhook_url` on every receiver (the shipped
+    ones deliver nowhere) and, on every route, the timers in `timings` (group_wait,
+    group_interval, repeat_interval) instead of the shipped ones."""
+    config = yaml.safe_load((REPO / "backends" / "alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
+    routes = [config["route"]]
+    while routes:
+        route = routes.pop()
+        route.update(timings)
+        routes += route.get("routes", [])
+    destination.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def start_alertmanager(
+    spec: dict[str, Any], workdir: Path, webhook_url: str, timings: Mapping[str, str] = {}
+) -> Alertmanager:
+    """Real Alertmanager with compose's flags and backends/alertmanager.yml, delivering every
+    notification to `webhook_url` (see native_alertmanager_config)."""
+    port = free_port()
+    config_file = workdir / "alertmanager.yml"
+    native_alertmanager_config(config_file, webhook_url, timings)
+    overrides = {
+        "--config.file": str(config_file),
+        "--storage.path": str(workdir / "alertmanager-data"),
+        "--web.listen-address": f"{LOOPBACK}:{port}",
+    }
+    argv = [str(binaries()["ALERTMANAGER"]), *compose_argv(spec, "alertmanager", overrides)]
+    alertmanager = Alertmanager(start("alertmanager", argv, {}, workdir), port)
+    wait_until(lambda: _healthy(alertmanager.process, f"{alertmanager.url}/-/ready"), "Alertmanager ready", timeout=60)
+    return alertmanager
 
 
 def start_log_and_trace_backends(

@@ -1,5 +1,6 @@
 """The whole stack natively, wired like docker-compose.yaml wires the containers."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,13 @@ from .backends import (
     COMPOSE_JAEGER,
     LOOPBACK,
     PROMETHEUS_OTLP_PATH,
+    Alertmanager,
     Collector,
     Jaeger,
     JaegerVariant,
     LokiStandin,
     Prometheus,
+    start_alertmanager,
     start_collector,
     start_log_and_trace_backends,
     start_prometheus,
@@ -33,6 +36,7 @@ class Stack(StoppedOnExit):
     prometheus: Prometheus
     app_ports: dict[str, int]
     apps: dict[str, App] = field(default_factory=dict)
+    alertmanager: Alertmanager | None = None
 
     def app_addresses(self) -> dict[str, str]:
         """Compose `host:port` -> native address, for the apps' environment."""
@@ -44,10 +48,12 @@ class Stack(StoppedOnExit):
     def processes(self) -> list[Process]:
         """Stop order: apps first (they flush into the Collector), backends last."""
         apps = [app.process for app in self.apps.values()]
+        alerting = [self.alertmanager.process] if self.alertmanager else []
         return [
             *apps,
             self.collector.process,
             self.prometheus.process,
+            *alerting,
             self.jaeger.process,
             self.tempo.process,
             self.loki.process,
@@ -58,9 +64,18 @@ class Stack(StoppedOnExit):
             process.stop()
 
 
-def start_stack(workdir: Path, jaeger_variant: JaegerVariant = COMPOSE_JAEGER) -> Stack:
-    """Every program of the stack on its own loopback ports; Jaeger as `jaeger_variant` says
-    (default: compose's own, on Badger)."""
+def start_stack(
+    workdir: Path,
+    jaeger_variant: JaegerVariant = COMPOSE_JAEGER,
+    *,
+    webhook_url: str | None = None,
+    interval: str | None = None,
+    timings: Mapping[str, str] = {},
+) -> Stack:
+    """Every program compose runs that can run natively, each on its own loopback ports; Jaeger as
+    `jaeger_variant` says (default: compose's own, on Badger). With `webhook_url`, Alertmanager
+    too, delivering there. The alerting end-to-end test's overrides: `interval` for every
+    Prometheus scrape and rule evaluation, `timings` for Alertmanager's route timers."""
     spec = compose.load()
     app_ports = {name: free_port() for name in APP_NAMES}
     prometheus_port = free_port()
@@ -81,9 +96,14 @@ def start_stack(workdir: Path, jaeger_variant: JaegerVariant = COMPOSE_JAEGER) -
         targets = {f"{name}:{CONTAINER_PORT}": f"{LOOPBACK}:{port}" for name, port in app_ports.items()}
         targets["collector:8888"] = f"{LOOPBACK}:{collector.metrics_port}"
         targets["jaeger:8888"] = f"{LOOPBACK}:{jaeger.metrics_port}"
-        prometheus = start_prometheus(spec, workdir, targets, prometheus_port)
+        alertmanager = None
+        if webhook_url:
+            alertmanager = start_alertmanager(spec, workdir, webhook_url, timings)
+            started.append(alertmanager.process)
+            targets["alertmanager:9093"] = alertmanager.address
+        prometheus = start_prometheus(spec, workdir, targets, prometheus_port, interval)
         started.append(prometheus.process)
-        stack = Stack(spec, workdir, loki, jaeger, tempo, collector, prometheus, app_ports)
+        stack = Stack(spec, workdir, loki, jaeger, tempo, collector, prometheus, app_ports, alertmanager=alertmanager)
         stack.apps = start_apps(spec, workdir, stack.app_addresses(), app_ports)
         return stack
     except BaseException:
