@@ -25,7 +25,7 @@ app_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/services/pyproject.tom
 app_image="$prefix/app:$app_version"
 collector_image="$prefix/collector:$(env_value OTELCOL_VERSION)"
 
-docker build --build-arg "PYTHON_VERSION=$(env_value PYTHON_VERSION)" \
+docker build --build-arg "PYTHON_VERSION=$(env_value PYTHON_VERSION)" --build-arg "UV_VERSION=$(env_value UV_VERSION)" \
 	-t "$app_image" -f "$root/services/Dockerfile" "$root/services"
 docker build --build-arg "OTELCOL_VERSION=$(env_value OTELCOL_VERSION)" --build-arg "BUSYBOX_VERSION=$(env_value BUSYBOX_VERSION)" \
 	-t "$collector_image" -f "$root/collector/Dockerfile" "$root/collector"

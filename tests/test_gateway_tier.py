@@ -41,11 +41,8 @@ ACCEPTED = "otelcol_receiver_accepted_spans_total"
 
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    running = start_gateway_stack(tmp_path_factory.mktemp("gateway-tier"))
-    try:
+    with start_gateway_stack(tmp_path_factory.mktemp("gateway-tier")) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -314,18 +311,19 @@ def test_an_agent_with_no_gateway_refuses_when_full_and_the_sdk_retries(
     """No gateway answers (every replica restarting, or none in DNS yet): the agent queues,
     refuses with a retryable 503 once its queue is full, an app's SDK keeps its spans and resends
     them, and everything accepted arrives once a gateway answers."""
-    tier, spare = gateways.tier, 5  # a gateway address nothing listens on yet
+    # A gateway address nothing listens on yet, and names of its own: no queue left by the other case.
+    tier, spare, name = gateways.tier, 5 if dns == "a silent address" else 6, f"agent-lonely-{len(dns)}"
     hosts = HostsFile(tmp_path / "lonely-hosts")
     hosts.path.write_text("")
     hosts.publish([gateway_address(spare)] if dns == "a silent address" else [])
-    lonely = tier.start_agent("agent-lonely", hosts=hosts, AGENT_QUEUE_SPANS="300")
+    lonely = tier.start_agent(name, hosts=hosts, AGENT_QUEUE_SPANS="300")
     app = start_app(
         tier.spec,
         "app-b",
         tmp_path,
         agent_addresses(lonely),
-        name="app-lonely",
-        overrides={"OTEL_SERVICE_NAME": "gw-lonely"},
+        name=f"app-{name}",
+        overrides={"OTEL_SERVICE_NAME": name},
     )
     try:
         # Fill its queue: 300 spans, plus the batches its consumers hold while they retry.
@@ -349,7 +347,7 @@ def test_an_agent_with_no_gateway_refuses_when_full_and_the_sdk_retries(
         tier.start_gateway(spare)  # within the SDK's retry window
         hosts.publish([gateway_address(spare)])
         jaeger = JaegerAPI(tier.jaeger.api_url)
-        wait_until(lambda: len(jaeger.service_spans("gw-lonely")) >= 20, "the app's 20 spans", timeout=120, interval=1)
+        wait_until(lambda: len(jaeger.service_spans(name)) >= 20, "the app's 20 spans", timeout=120, interval=1)
         wait_drained(gateways)
         counts = stored_span_counts(jaeger, accepted)
         assert set(counts.values()) == {1}, f"accepted spans lost while no gateway answered: {outcome(counts, 1)}"

@@ -35,7 +35,7 @@ from nativestack.paths import REPO, binaries, read_env_file, versions
 
 SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
 APPS = ("app-a", "app-b", "app-c")
-BACKENDS = ("tempo", "jaeger", "loki", "prometheus", "grafana")
+BACKENDS = ("tempo", "jaeger", "loki", "prometheus", "alertmanager", "grafana")
 # The Collector workloads, named as the compose services they play (backends/compose.gateway.yaml).
 COLLECTOR_ROLES = ("collector", "gateway")
 COMPOSE = compose.load_with(gateway.OVERLAY)
@@ -144,7 +144,14 @@ def compose_bind_mounts(service: str) -> dict[str, str]:
         if not source.startswith("./"):
             continue
         path, target = REPO / source, rest.split(":")[0]
-        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        # A directory mount's files; not backends/rules/tests (promtool's unit tests, mounted along
+        # by compose's directory mount, never read by Prometheus).
+        inside = (
+            []
+            if path.is_file()
+            else sorted(p for p in path.rglob("*") if p.is_file() and "tests" not in p.relative_to(path).parts)
+        )
+        for file in [path] if path.is_file() else inside:
             files[target if path.is_file() else f"{target}/{file.relative_to(path)}"] = file.read_text()
     return files
 

@@ -130,7 +130,7 @@ def test_prometheus_scrapes_collector_and_jaeger(stack: Stack, traffic: Traffic,
 
     health = wait_until(every_target_up, "every native scrape target up", timeout=SLOW)
     assert set(health) == {*APP_NAMES, "collector", "jaeger", "prometheus"}
-    assert sorted(stack.prometheus.dropped_jobs) == ["grafana", "loki", "tempo"]
+    assert sorted(stack.prometheus.dropped_jobs) == ["alertmanager", "grafana", "loki", "tempo"]
 
 
 def test_spans_of_all_three_services_stored(traffic: Traffic, jaeger: JaegerAPI) -> None:

@@ -15,7 +15,7 @@ from nativestack.paths import REPO
 from nativestack.processes import stop_everything_on_sigterm
 from nativestack.stack import start_stack
 
-from . import capacity, closed_loop, profile, report, wrk
+from . import capacity, closed_loop, profile, report, tier_capacity, wrk
 from .accounting import settle
 from .launch import VARIANTS, AppSet, extra_variant, launch, stop
 
@@ -35,7 +35,7 @@ def arguments() -> argparse.Namespace:
         help="an extra zero-code variant with these env overrides (trying settings; BENCH_GUNICORN_CONF=path swaps gunicorn.conf.py)",
     )
     parser.add_argument("--no-write", action="store_true", help="write reports/benchmarks-trial.json, not docs/")
-    for phase in (closed_loop, profile, capacity):
+    for phase in (closed_loop, profile, capacity, tier_capacity):
         phase.add_arguments(parser)
     return parser.parse_args()
 
@@ -48,14 +48,14 @@ def main() -> int:
         return 1
     variants = [v for v in VARIANTS if v.key in args.variants.split(",")]
     variants += [extra_variant(spec) for spec in args.extra]
-    binary = capacity.telemetrygen_binary() if args.capacity_seconds > 0 else None
+    binary = capacity.telemetrygen_binary() if args.capacity_seconds > 0 or args.tier_capacity_seconds > 0 else None
     load_before = os.getloadavg()
     began = time.monotonic()
     print(f"load average {' '.join(f'{x:.2f}' for x in load_before)}; starting the native stack", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     sets: dict[str, AppSet] = {}
     profiles: dict[str, Any] = {}
-    cap = None
+    cap = tier = None
     try:
         with start_stack(workdir) as stack:
             try:
@@ -72,9 +72,11 @@ def main() -> int:
             losses = closed_loop.span_losses(runs, sets, final)
             for app in stack.apps.values():  # the capacity phase runs with the apps stopped
                 app.process.stop()
-            if binary:
-                rates = tuple(int(r) for r in args.capacity_rates.split(","))
+            rates = tuple(int(r) for r in args.capacity_rates.split(","))
+            if binary and args.capacity_seconds > 0:
                 cap = capacity.run(stack, binary, workdir, args.capacity_seconds, rates)
+        if binary and args.tier_capacity_seconds > 0:  # after the stack is gone: its own Jaegers
+            tier = tier_capacity.run(binary, workdir, args.tier_capacity_seconds, rates)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -100,6 +102,7 @@ def main() -> int:
         "overhead": table,
         "spans": losses,
         "capacity": cap,
+        "tier_capacity": tier,
         "profiles": profiles,
         "targets": closed_loop.targets(table, losses) + capacity.targets(cap),
     }
@@ -109,7 +112,12 @@ def main() -> int:
     if args.no_write:
         print(f"wrote {report.write_trial(result).relative_to(REPO)} (docs/ left alone)")
     else:
-        sections = closed_loop.markdown(table, losses) + capacity.markdown(cap) + profile.markdown(profiles)
+        sections = (
+            closed_loop.markdown(table, losses)
+            + capacity.markdown(cap)
+            + tier_capacity.markdown(tier, cap)
+            + profile.markdown(profiles)
+        )
         report.write_docs(result, sections)
         print("wrote docs/benchmarks.json and docs/benchmarks.md")
     return 0

@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,13 @@ def telemetrygen_binary() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def telemetrygen_argv(binary: Path, stack: Stack, rate: int, seconds: float) -> list[str]:
+def telemetrygen_argv(binary: Path, endpoint: str, rate: int, seconds: float) -> list[str]:
     workers = max(1, math.ceil(rate / SPANS_PER_WORKER))
     return [
         str(binary),
         "traces",
         "--otlp-endpoint",
-        f"127.0.0.1:{stack.collector.grpc_port}",
+        endpoint,
         "--otlp-insecure",
         "--workers",
         str(workers),
@@ -69,7 +70,12 @@ def step(stack: Stack, binary: Path, workdir: Path, seconds: float, rate: int) -
     before = accounting.read(stack)
     cpu_before, backends_before = cpu_seconds([pid]), cpu_seconds(backend_pids)
     started = time.monotonic()
-    generator = start(f"telemetrygen-{rate}", telemetrygen_argv(binary, stack, rate, seconds), {}, workdir)
+    generator = start(
+        f"telemetrygen-{rate}",
+        telemetrygen_argv(binary, f"127.0.0.1:{stack.collector.grpc_port}", rate, seconds),
+        {},
+        workdir,
+    )
     try:
         with RssSampler(pid, interval=0.25) as rss, contextlib.suppress(subprocess.TimeoutExpired):
             generator.popen.wait(timeout=seconds + 60)  # telemetrygen stops after --duration
@@ -99,20 +105,31 @@ def step(stack: Stack, binary: Path, workdir: Path, seconds: float, rate: int) -
     }
 
 
-def run(stack: Stack, binary: Path, workdir: Path, seconds: float, rates: tuple[int, ...]) -> dict[str, Any]:
+def rising(rates: tuple[int, ...], step: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """`step` at each rate in turn, until one loses spans, or more asked brings no more:
+    the steps so far tell the answer."""
     steps: list[dict[str, Any]] = []
     for rate in rates:
+        steps.append(step(rate))
+        previous = steps[-2]["achieved_spans_per_s"] if len(steps) > 1 else 0
+        last = steps[-1]
+        if last["lost_spans"] or last["achieved_spans_per_s"] < 1.05 * previous:
+            break
+    return steps
+
+
+def run(stack: Stack, binary: Path, workdir: Path, seconds: float, rates: tuple[int, ...]) -> dict[str, Any]:
+    def one(rate: int) -> dict[str, Any]:
         result = step(stack, binary, workdir, seconds, rate)
-        steps.append(result)
         print(
             f"  capacity {rate:>6} spans/s: accepted {result['accepted_spans']:.0f}, lost {result['lost_spans']:.0f}, "
             f"collector {result['collector_cpu_cores']:.2f} cores, peak RSS {result['collector_peak_rss_mib']} MiB, "
             f"both Jaegers {result['backends_cpu_cores']:.2f} cores, {result['duplicated_spans']:.0f} stored twice",
             flush=True,
         )
-        previous = steps[-2]["achieved_spans_per_s"] if len(steps) > 1 else 0
-        if result["lost_spans"] or result["achieved_spans_per_s"] < 1.05 * previous:
-            break  # lossy, or more was asked and no more arrived: the steps so far tell the answer
+        return result
+
+    steps = rising(rates, one)
     sustained = [s for s in steps if not s["lost_spans"]]
     at_10k = next((s for s in steps if s["target_spans_per_s"] == 10_000), None)
     return {

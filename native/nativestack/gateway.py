@@ -28,7 +28,7 @@ from .backends import (
     start_prometheus,
 )
 from .paths import REPO
-from .processes import Process, free_port
+from .processes import Process, StoppedOnExit, free_port
 
 OVERLAY = REPO / "backends" / "compose.gateway.yaml"
 GATEWAY_HOSTNAME = "gateway"  # the compose service name the agent resolves
@@ -62,7 +62,7 @@ def private_hosts_launcher(hosts: HostsFile) -> list[str]:
 
 
 @dataclass
-class Tier:
+class Tier(StoppedOnExit):
     spec: dict[str, Any]
     workdir: Path
     loki: LokiStandin
@@ -130,15 +130,12 @@ class Tier:
             self.loki.process,
         ]
 
-    def stop(self) -> None:
-        for process in self.processes():
-            process.stop()
-
 
 def start_tier(workdir: Path, prometheus_url: str, gateways: int = 3) -> Tier:
     """Backends, `gateways` gateways and one agent that resolves all of them; the caller starts
     Prometheus at `prometheus_url` (it scrapes the apps, which start after the agent)."""
     spec = compose.load_with(OVERLAY)
+    workdir.mkdir(parents=True, exist_ok=True)
     hosts = HostsFile(workdir / "agent-hosts")
     hosts.path.write_text("")
     started: list[Process] = []
@@ -162,18 +159,15 @@ def agent_addresses(agent: Collector) -> dict[str, str]:
 
 
 @dataclass
-class GatewayStack:
+class GatewayStack(StoppedOnExit):
     """The tier plus Prometheus and the three apps sending to the agent, as compose runs them."""
 
     tier: Tier
     prometheus: Prometheus
     apps: dict[str, App]
 
-    def stop(self) -> None:
-        for app in self.apps.values():
-            app.process.stop()
-        self.tier.stop()
-        self.prometheus.process.stop()
+    def processes(self) -> list[Process]:
+        return [*(app.process for app in self.apps.values()), *self.tier.processes(), self.prometheus.process]
 
 
 def start_gateway_stack(workdir: Path) -> GatewayStack:

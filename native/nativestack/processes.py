@@ -110,8 +110,13 @@ class StoppedOnExit:
     """`with start_stack(...) as stack:` stops every process the stack started, by PID, however
     the block ends (Ctrl-C and SIGTERM included, see stop_everything_on_sigterm)."""
 
-    def stop(self) -> None:
+    def processes(self) -> list["Process"]:
+        """Everything it started, in stop order."""
         raise NotImplementedError
+
+    def stop(self) -> None:
+        for process in self.processes():
+            process.stop()
 
     def __enter__(self) -> Self:
         return self

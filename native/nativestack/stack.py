@@ -59,10 +59,6 @@ class Stack(StoppedOnExit):
             self.loki.process,
         ]
 
-    def stop(self) -> None:
-        for process in self.processes():
-            process.stop()
-
 
 def start_stack(
     workdir: Path,

@@ -81,10 +81,12 @@ def config_map_mounts(objects: list[dict[str, Any]], workload: dict[str, Any]) -
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     files: dict[str, str] = {}
     for mount in spec["containers"][0].get("volumeMounts", []):
-        config_map = volumes.get(mount["name"], {}).get("configMap")
-        if config_map:
+        volume = volumes.get(mount["name"], {})
+        sources = [s["configMap"] for s in volume.get("projected", {}).get("sources", []) if "configMap" in s]
+        for config_map in [volume["configMap"]] if "configMap" in volume else sources:
             data = find(objects, "ConfigMap", config_map["name"])["data"]
-            files |= {f"{mount['mountPath']}/{key}": value for key, value in data.items()}
+            paths = {item["key"]: item["path"] for item in config_map.get("items", [])} or {key: key for key in data}
+            files |= {f"{mount['mountPath']}/{path}": data[key] for key, path in paths.items()}
     return files
 
 

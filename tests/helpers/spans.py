@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
 
 from .clients import JaegerAPI
 from .waiting import wait_for_count
@@ -36,15 +36,21 @@ def wait_for_spans(api_url: str, service: str, expected: int, timeout: float = 9
     return wait_for_count(lambda: stored_spans(api_url, service), expected, f"spans of {service} at {api_url}", timeout)
 
 
-def span_batch(service: str, traces: int, spans_per_trace: int) -> tuple[bytes, list[str]]:
-    """One OTLP/protobuf export request: `traces` new traces of `spans_per_trace` spans each (a
-    root and its children) from `service`. Returns the body and the span ids (hex)."""
+def export_request(service: str, scope: str) -> tuple[ExportTraceServiceRequest, ScopeSpans]:
+    """An empty OTLP export request from `service`, and the scope's span list to fill."""
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
     attribute = resource_spans.resource.attributes.add()
     attribute.key, attribute.value.string_value = "service.name", service
     scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = "tests.helpers.spans"
+    scope_spans.scope.name = scope
+    return request, scope_spans
+
+
+def span_batch(service: str, traces: int, spans_per_trace: int) -> tuple[bytes, list[str]]:
+    """One OTLP/protobuf export request: `traces` new traces of `spans_per_trace` spans each (a
+    root and its children) from `service`. Returns the body and the span ids (hex)."""
+    request, scope_spans = export_request(service, "tests.helpers.spans")
     end = time.time_ns()
     ids = []
     for trace in range(traces):

@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from nativestack.processes import wait_until
 
 from .clients import JaegerAPI
+from .spans import export_request
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,7 @@ def plan_traces(
 
 def piece(service: str, traces: list[PlannedTrace], index: int) -> bytes:
     """One OTLP/protobuf request with span `index` of each trace (0 is the root)."""
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    attribute = resource_spans.resource.attributes.add()
-    attribute.key, attribute.value.string_value = "service.name", service
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = "tests.helpers.traces"
+    request, scope_spans = export_request(service, "tests.helpers.traces")
     for trace in traces:
         end, duration = trace.end_ns, 700_000_000 if trace.slow else 20_000_000
         span = scope_spans.spans.add()
