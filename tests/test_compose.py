@@ -60,20 +60,28 @@ def is_job(spec: dict[str, Any]) -> bool:
 def compose_selections() -> list[tuple[str, list[str]]]:
     """(label, docker compose arguments) for every selection of files and profiles `make up` and
     `make down/ps/logs` can make, built by compose/lib.sh's own compose_command: LOKI_DRIVER x
-    JAEGER_STORAGE x every subset of the profiles the compose file names."""
+    JAEGER_STORAGE x every subset of the profiles the compose file names, and each of those
+    without profiles in the two-tier TOPOLOGY too."""
     named = sorted({p for spec in load_raw(COMPOSE_FILE)["services"].values() for p in spec.get("profiles", [])})
     profile_sets = [" ".join(c) for n in range(len(named) + 1) for c in itertools.combinations(named, n)]
     script = 'source compose/lib.sh && compose_command "$1" && printf "%s\\0" "${COMPOSE[@]:2}"'
     selections = []
-    for loki, storage, profiles, subcommand in [
-        *itertools.product(("on", "off"), ("badger", "cassandra"), profile_sets, ("up",)),
-        *itertools.product(("on", "off"), ("badger", "cassandra"), ("",), ("down",)),
+    for loki, storage, profiles, topology, subcommand in [
+        *itertools.product(("on", "off"), ("badger", "cassandra"), profile_sets, ("single",), ("up",)),
+        *itertools.product(("on", "off"), ("badger", "cassandra"), ("",), ("gateway",), ("up",)),
+        *itertools.product(("on", "off"), ("badger", "cassandra"), ("",), ("single", "gateway"), ("down",)),
     ]:
-        env = {"PATH": os.environ["PATH"], "LOKI_DRIVER": loki, "JAEGER_STORAGE": storage, "PROFILES": profiles}
+        env = {
+            "PATH": os.environ["PATH"],
+            "LOKI_DRIVER": loki,
+            "JAEGER_STORAGE": storage,
+            "TOPOLOGY": topology,
+            "PROFILES": profiles,
+        }
         argv = subprocess.run(
             ["bash", "-c", script, "lib.sh", subcommand], cwd=REPO, env=env, capture_output=True, check=True
         ).stdout.decode()
-        label = f"{subcommand} LOKI_DRIVER={loki} JAEGER_STORAGE={storage}" + (
+        label = f"{subcommand} LOKI_DRIVER={loki} JAEGER_STORAGE={storage} TOPOLOGY={topology}" + (
             f" PROFILES={profiles}" if profiles else ""
         )
         selections.append((label, argv.rstrip("\0").split("\0")))
@@ -101,6 +109,12 @@ def test_compose_loads_every_selection_make_up_can_make(arguments: list[str]) ->
     files = {Path(arguments[i + 1]).name for i, arg in enumerate(arguments) if arg == "-f"}
     services = project["services"]
     declared = load(COMPOSE_FILE)["services"]
+    if "compose.gateway.yaml" in files:
+        declared |= {"gateway": load(OVERRIDES["gateway"])["services"]["gateway"]}
+        # The agent in place of the single Collector, in front of three gateways.
+        assert "--config=/etc/otelcol/agent.yaml" in services["collector"]["command"]
+        assert services["gateway"]["deploy"]["replicas"] == 3
+        assert "--config=/etc/otelcol/gateway.yaml" in services["gateway"]["command"]
     assert set(services) == {n for n, s in declared.items() if not s.get("profiles") or profiles & set(s["profiles"])}
     # What each override file does reaches the merged project compose would run.
     loki_driver = {name for name, spec in services.items() if spec.get("logging", {}).get("driver") == "loki"}
