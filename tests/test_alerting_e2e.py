@@ -18,11 +18,8 @@ Loopback only; every process is stopped by its PID; every wait has a deadline.
 """
 
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -30,6 +27,7 @@ from helpers.clients import PrometheusAPI
 from helpers.request_loop import RequestLoop
 from helpers.webhook import FAST_ROUTE_TIMERS, WebhookReceiver
 from nativestack.apps import locust_command, start_app
+from nativestack.loopback import LoopbackServer, QuietHandler
 from nativestack.processes import Process, start, wait_until
 from nativestack.stack import Stack, start_stack
 
@@ -37,32 +35,20 @@ TEST_INTERVAL = "1s"
 NORMAL_SERVICES = ("app-a", "app-b")
 
 
-class Dependency:
+class Dependency(LoopbackServer):
     """A stand-in for app-b as app-c's /chain sees it: answers 200, or 503 once `failing`."""
 
     def __init__(self) -> None:
         self.failing = False
         dependency = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self.send_response(503 if dependency.failing else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, name="dependency", daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler, "dependency")
 
 
 @pytest.fixture(scope="module")

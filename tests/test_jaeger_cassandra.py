@@ -201,10 +201,7 @@ def test_cassandra_down_30s_collector_queue_holds_jaegers_spans_and_delivers_the
         restart_cassandra(cstack.spec, cassandra)
 
     run = spans_through_an_outage(
-        collector_http_url=cstack.collector.otlp_http_url,
-        collector_metrics_url=cstack.collector.metrics_url,
-        jaeger_url=cstack.jaeger.api_url,
-        tempo_url=cstack.tempo.api_url,
+        cstack,
         service="cassandra-outage",
         # Within what Jaeger writes to Cassandra on 2 busy cores (backends/compose.cassandra.yaml).
         rate=100,

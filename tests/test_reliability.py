@@ -169,10 +169,7 @@ def test_jaeger_down_60s_tempo_unaffected_and_jaeger_catches_up(pipeline: Pipeli
     in its persistent queue, far from full); Jaeger, restarted in place on its Badger store,
     ends up with every span, once."""
     run = spans_through_an_outage(
-        collector_http_url=pipeline.collector.otlp_http_url,
-        collector_metrics_url=pipeline.collector.metrics_url,
-        jaeger_url=pipeline.jaeger.api_url,
-        tempo_url=pipeline.tempo.api_url,
+        pipeline,
         service="rel-jaeger-outage",
         rate=500,
         down_s=60,

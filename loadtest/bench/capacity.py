@@ -105,12 +105,15 @@ def step(stack: Stack, binary: Path, workdir: Path, seconds: float, rate: int) -
     }
 
 
-def rising(rates: tuple[int, ...], step: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
-    """`step` at each rate in turn, until one loses spans, or more asked brings no more:
-    the steps so far tell the answer."""
+def rising(
+    label: str, rates: tuple[int, ...], step: Callable[[int], dict[str, Any]], describe: Callable[[dict[str, Any]], str]
+) -> list[dict[str, Any]]:
+    """`step` at each rate in turn, printing what `describe` says of it, until one loses spans, or
+    more asked brings no more: the steps so far tell the answer."""
     steps: list[dict[str, Any]] = []
     for rate in rates:
         steps.append(step(rate))
+        print(f"  {label} {rate:>6} spans/s: {describe(steps[-1])}", flush=True)
         previous = steps[-2]["achieved_spans_per_s"] if len(steps) > 1 else 0
         last = steps[-1]
         if last["lost_spans"] or last["achieved_spans_per_s"] < 1.05 * previous:
@@ -119,17 +122,14 @@ def rising(rates: tuple[int, ...], step: Callable[[int], dict[str, Any]]) -> lis
 
 
 def run(stack: Stack, binary: Path, workdir: Path, seconds: float, rates: tuple[int, ...]) -> dict[str, Any]:
-    def one(rate: int) -> dict[str, Any]:
-        result = step(stack, binary, workdir, seconds, rate)
-        print(
-            f"  capacity {rate:>6} spans/s: accepted {result['accepted_spans']:.0f}, lost {result['lost_spans']:.0f}, "
-            f"collector {result['collector_cpu_cores']:.2f} cores, peak RSS {result['collector_peak_rss_mib']} MiB, "
-            f"both Jaegers {result['backends_cpu_cores']:.2f} cores, {result['duplicated_spans']:.0f} stored twice",
-            flush=True,
+    def describe(r: dict[str, Any]) -> str:
+        return (
+            f"accepted {r['accepted_spans']:.0f}, lost {r['lost_spans']:.0f}, collector {r['collector_cpu_cores']:.2f} "
+            f"cores, peak RSS {r['collector_peak_rss_mib']} MiB, both Jaegers {r['backends_cpu_cores']:.2f} cores, "
+            f"{r['duplicated_spans']:.0f} stored twice"
         )
-        return result
 
-    steps = rising(rates, one)
+    steps = rising("capacity", rates, lambda rate: step(stack, binary, workdir, seconds, rate), describe)
     sustained = [s for s in steps if not s["lost_spans"]]
     at_10k = next((s for s in steps if s["target_spans_per_s"] == 10_000), None)
     return {

@@ -82,22 +82,18 @@ def step(tier: Tier, binary: Path, workdir: Path, seconds: float, rate: int) -> 
     }
 
 
+def _describe(r: dict[str, Any]) -> str:
+    return (
+        f"accepted {r['accepted_spans']:.0f}, lost {r['lost_spans']:.0f}, agent {r['agent_cpu_cores']:.2f} + "
+        f"gateways {r['gateways_cpu_cores']:.2f} cores, stored {r['stored_share']:.1%}"
+    )
+
+
 def run(binary: Path, workdir: Path, seconds: float, rates: tuple[int, ...]) -> dict[str, Any]:
     sink = MetricsSink()  # Prometheus' OTLP receiver, answered without the cost of a Prometheus
     try:
         with start_tier(workdir / "tier", sink.url) as tier:
-
-            def one(rate: int) -> dict[str, Any]:
-                result = step(tier, binary, workdir, seconds, rate)
-                print(
-                    f"  two-tier {rate:>6} spans/s: accepted {result['accepted_spans']:.0f}, lost {result['lost_spans']:.0f}, "
-                    f"agent {result['agent_cpu_cores']:.2f} + gateways {result['gateways_cpu_cores']:.2f} cores, "
-                    f"stored {result['stored_share']:.1%}",
-                    flush=True,
-                )
-                return result
-
-            steps = rising(rates, one)
+            steps = rising("two-tier", rates, lambda rate: step(tier, binary, workdir, seconds, rate), _describe)
     finally:
         sink.stop()
     lossless = [s for s in steps if not s["lost_spans"] and not s["refused_spans"]]

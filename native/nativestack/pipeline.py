@@ -4,10 +4,8 @@ receiver, so killing and restarting parts of it never touches the session stack.
 Everything listens on 127.0.0.1 and every process is stopped by its PID.
 """
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +21,11 @@ from .backends import (
     start_jaeger,
     start_log_and_trace_backends,
 )
+from .loopback import LoopbackServer, QuietHandler
 from .processes import Process, StoppedOnExit, free_port
 
 
-class _Sink(BaseHTTPRequestHandler):
+class _Sink(QuietHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.send_response(200)
@@ -42,28 +41,14 @@ class _Sink(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
-
-class MetricsSink:
+class MetricsSink(LoopbackServer):
     """Answers 200 to every OTLP metrics POST (the Collector's otlp_http/prometheus exporter) and
     an empty result to Jaeger's Prometheus queries: these tests look at traces only, and a real
     Prometheus would only cost CPU on a 2-core machine."""
 
     def __init__(self) -> None:
-        self.server = ThreadingHTTPServer((LOOPBACK, 0), _Sink)
-        self.port: int = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-sink", daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_Sink, "metrics-sink")
 
 
 @dataclass

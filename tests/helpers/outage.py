@@ -6,8 +6,9 @@ once Jaeger has caught up."""
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from nativestack.backends import Collector, Jaeger
 from nativestack.counters import span_counters
 from nativestack.scrape import metric_total, scrape
 
@@ -40,12 +41,17 @@ class OutageRun:
         }
 
 
+class TracePipeline(Protocol):
+    """A Collector in front of Jaeger and the Tempo stand-in (nativestack's Stack or Pipeline)."""
+
+    collector: Collector
+    jaeger: Jaeger
+    tempo: Jaeger
+
+
 def spans_through_an_outage(
+    pipeline: TracePipeline,
     *,
-    collector_http_url: str,
-    collector_metrics_url: str,
-    jaeger_url: str,
-    tempo_url: str,
     service: str,
     rate: float,
     down_s: float,
@@ -54,7 +60,8 @@ def spans_through_an_outage(
 ) -> OutageRun:
     """`rate` spans/s of `service` for 3 s; `stop()`; spans until `down_s` s after the stop
     began; `start()`; 3 s more. Jaeger and the Tempo stand-in are read through their APIs."""
-    url = f"{collector_http_url}/v1/traces"
+    url = f"{pipeline.collector.otlp_http_url}/v1/traces"
+    collector_metrics_url, tempo_url = pipeline.collector.metrics_url, pipeline.tempo.api_url
     before = generate(url, service, spans_per_s=rate, duration_s=3)
     t_down = time.monotonic()
     stop()
@@ -66,7 +73,7 @@ def spans_through_an_outage(
     t_up = time.monotonic()
     after = generate(url, service, spans_per_s=rate, duration_s=3)
     ids += after.accepted_ids
-    jaeger = wait_for_spans(jaeger_url, service, len(ids), timeout=120)
+    jaeger = wait_for_spans(pipeline.jaeger.api_url, service, len(ids), timeout=120)
     t_caught_up = time.monotonic()
     tempo = wait_for_spans(tempo_url, service, len(ids), timeout=30)
     failures = span_counters(collector_metrics_url).failures()

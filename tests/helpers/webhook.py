@@ -6,9 +6,9 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from nativestack.loopback import LoopbackServer, QuietHandler
 from nativestack.processes import wait_until
 
 # Alertmanager route timers for a test run (native_alertmanager_config): a notification leaves
@@ -27,13 +27,13 @@ class Notified:
     annotations: dict[str, str]
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     def __init__(self) -> None:
         self.notified: list[Notified] = []
         self._lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 receiver._record(body)
@@ -41,16 +41,11 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook", daemon=True)
-        self.thread.start()
+        super().__init__(Handler, "webhook")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        return f"{super().url}/alerts"
 
     def _record(self, body: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -75,7 +70,3 @@ class WebhookReceiver:
             return found[0] if found else None
 
         return wait_until(arrived, f"a {status} notification of {labels}", timeout=timeout, interval=0.5)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
