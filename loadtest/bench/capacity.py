@@ -19,7 +19,7 @@ from nativestack.stack import Stack
 from . import accounting
 from .accounting import BACKENDS
 from .launch import LOADTEST
-from .report import check
+from .report import check, table
 
 RATES = (2_500, 5_000, 10_000, 20_000, 30_000, 40_000, 60_000)
 # telemetrygen paces each worker with a token bucket of one: one worker holds ~1k spans/s (98%
@@ -155,6 +155,16 @@ def targets(cap: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [check("Collector fans out 10k spans/s", "<= 0.5 core, nothing lost", measured, met)]
 
 
+# The first columns of both capacity tables: what was asked, what arrived, what did not.
+RATE_COLUMNS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "target spans/s": lambda s: s["target_spans_per_s"],
+    "accepted": lambda s: f"{s['accepted_spans']:.0f}",
+    "achieved spans/s": lambda s: s["achieved_spans_per_s"],
+    "refused": lambda s: f"{s['refused_spans']:.0f}",
+    "lost": lambda s: f"{s['lost_spans']:.0f}",
+}
+
+
 def markdown(cap: dict[str, Any] | None) -> list[str]:
     if not cap:
         return []
@@ -164,13 +174,14 @@ def markdown(cap: dict[str, Any] | None) -> list[str]:
         f"{cap['seconds_per_step']:g} s per step, traces of 2 spans over OTLP gRPC, apps stopped. "
         f"**Highest rate with nothing lost: {cap['max_lossless_spans_per_s']} spans/s.**",
         "",
-        "| target spans/s | accepted | achieved spans/s | refused | lost | stored twice | Collector CPU (cores) | CPU us/span | peak RSS MiB | both Jaegers' CPU (cores) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for s in cap["steps"]:
-        lines.append(
-            f"| {s['target_spans_per_s']} | {s['accepted_spans']:.0f} | {s['achieved_spans_per_s']} | {s['refused_spans']:.0f} "
-            f"| {s['lost_spans']:.0f} | {s['duplicated_spans']:.0f} | {s['collector_cpu_cores']:.2f} | {s['collector_cpu_us_per_span']:.1f} "
-            f"| {s['collector_peak_rss_mib']} | {s['backends_cpu_cores']:.2f} |"
-        )
+    columns = {
+        **RATE_COLUMNS,
+        "stored twice": lambda s: f"{s['duplicated_spans']:.0f}",
+        "Collector CPU (cores)": lambda s: f"{s['collector_cpu_cores']:.2f}",
+        "CPU us/span": lambda s: f"{s['collector_cpu_us_per_span']:.1f}",
+        "peak RSS MiB": lambda s: s["collector_peak_rss_mib"],
+        "both Jaegers' CPU (cores)": lambda s: f"{s['backends_cpu_cores']:.2f}",
+    }
+    lines += table(columns, cap["steps"])
     return [*lines, ""]

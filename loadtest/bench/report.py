@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ PACKAGES = (
 def check(name: str, wanted: str, measured: Any, met: bool) -> dict[str, Any]:
     """One line of the targets table."""
     return {"target": name, "wanted": wanted, "measured": measured, "met": met}
+
+
+def table(columns: dict[str, Callable[[dict[str, Any]], Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """A right-aligned markdown table: one column per heading, each cell what its function gives."""
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---:" for _ in columns) + " |"]
+    return lines + ["| " + " | ".join(str(cell(row)) for cell in columns.values()) + " |" for row in rows]
 
 
 def fmt(value: Any, digits: int = 2) -> str:

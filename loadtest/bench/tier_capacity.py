@@ -17,7 +17,8 @@ from nativestack.processes import start, wait_until
 from nativestack.procfs import cpu_seconds
 from nativestack.scrape import metric_total, scrape
 
-from .capacity import rising, telemetrygen_argv
+from .capacity import RATE_COLUMNS, rising, telemetrygen_argv
+from .report import table
 
 # Each gateway holds a trace for its 10 s decision wait: a step is settled after that.
 DECISION_WAIT_S = 10
@@ -116,13 +117,14 @@ def markdown(tier: dict[str, Any] | None, single: dict[str, Any] | None) -> list
         "Lost = accepted by the agent but not by a gateway; stored = the share the gateways kept (10% baseline: "
         "telemetrygen's traces are fast and error-free).",
         "",
-        "| target spans/s | accepted | achieved spans/s | refused | lost | stored | agent cores | agent us/span | gateways cores | gateways us/span |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for s in tier["steps"]:
-        lines.append(
-            f"| {s['target_spans_per_s']} | {s['accepted_spans']:.0f} | {s['achieved_spans_per_s']} | {s['refused_spans']:.0f} "
-            f"| {s['lost_spans']:.0f} | {s['stored_share']:.1%} | {s['agent_cpu_cores']:.2f} | {s['agent_cpu_us_per_span']:.1f} "
-            f"| {s['gateways_cpu_cores']:.2f} | {s['gateways_cpu_us_per_span']:.1f} |"
-        )
+    columns = {
+        **RATE_COLUMNS,
+        "stored": lambda s: f"{s['stored_share']:.1%}",
+        "agent cores": lambda s: f"{s['agent_cpu_cores']:.2f}",
+        "agent us/span": lambda s: f"{s['agent_cpu_us_per_span']:.1f}",
+        "gateways cores": lambda s: f"{s['gateways_cpu_cores']:.2f}",
+        "gateways us/span": lambda s: f"{s['gateways_cpu_us_per_span']:.1f}",
+    }
+    lines += table(columns, tier["steps"])
     return [*lines, ""]
