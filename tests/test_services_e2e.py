@@ -240,6 +240,19 @@ def test_chain_log_lines_carry_their_trace_and_span_ids(stack: Stack, traffic: T
             assert [(m["span_id"], m["service"], m["level"]) for m in logged] == [(hop.span_id, service, "INFO")]
         finished = [m for m in lines["app-a"] if m["trace_id"] == trace.trace_id and m["message"] == "chain finished"]
         assert [m["span_id"] for m in finished] == [root.span_id]
+    # The same records over OTLP: their own trace context, and no attribute that repeats it or
+    # the resource (the logging instrumentation's otelTraceID/otelSpanID/..., record factory off).
+    exported = {t.trace_id: t for t in traces}
+    records = wait_until(
+        lambda: [r for r in loki_records(stack, "app-b") if r.get("traceId") in exported],
+        "app-b's /chain log records over OTLP",
+        timeout=SLOW,
+    )
+    for record in records:
+        (hop,) = [s for s in server_spans(list(exported[record["traceId"]].spans)) if s.service == "app-b"]
+        assert record["spanId"] == hop.span_id
+        keys = {a["key"] for a in record.get("attributes", [])}
+        assert not {k for k in keys if k.startswith("otel")}, keys
 
 
 def test_stdout_is_one_line_format_and_tracebacks_follow_their_first_line(

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 from prometheus_client import REGISTRY
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -200,23 +201,18 @@ def test_line_without_trace_fields_gets_zero_ids(monkeypatch: pytest.MonkeyPatch
     assert match["time"].endswith("Z")
 
 
-def test_line_carries_the_correlation_fields() -> None:
-    record = log_record(
-        "hi",
-        otelTraceID="4bf92f3577b34da6a3ce929d0e0e4736",
-        otelSpanID="00f067aa0ba902b7",
-        otelServiceName="app-a",
-    )
-    match = re.match(LINE_REGEX, LineFormatter().format(record))
-    assert match
+def test_line_carries_the_current_spans_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "app-a")
+    context = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=False)
+    with trace.use_span(NonRecordingSpan(context)):
+        line = LineFormatter().format(log_record("hi"))
+    match = re.match(LINE_REGEX, line)
+    assert match, line
     assert (match["trace_id"], match["span_id"], match["service"]) == (
         "4bf92f3577b34da6a3ce929d0e0e4736",
         "00f067aa0ba902b7",
         "app-a",
     )
-    # The record factory's "0" outside a span widens to fixed-width zeros.
-    zero = re.match(LINE_REGEX, LineFormatter().format(log_record("x", otelTraceID="0", otelSpanID="0")))
-    assert zero and zero["trace_id"] == "0" * 32 and zero["span_id"] == "0" * 16
 
 
 def test_traceback_groups_under_its_first_line() -> None:

@@ -8,16 +8,24 @@ Ids are all zeros outside a request. A traceback follows on the next lines; none
 starts with a timestamp, so FIRST_LINE_REGEX groups it with the line that started it (the
 Loki driver's multiline stage in compose uses the same regex).
 
-The trace fields come from the logging instrumentation's record factory
-(OTEL_PYTHON_LOG_CORRELATION=true); without the agent the formatter's defaults fill them.
-The OTel LoggingHandler that exports the same records over OTLP sits on the root logger;
-the instrumentation wraps logging.config.dictConfig so that handler survives this config.
+The trace fields are the current span's, read by the formatter itself while the record is
+written (the log call's own thread and context); without the agent the API's invalid span
+gives zeros. Why not the logging instrumentation's record factory
+(OTEL_PYTHON_LOG_CORRELATION=true): it puts otelTraceID/otelSpanID/otelTraceSampled/
+otelServiceName on every record, and the OTLP handler exports them as attributes that repeat
+the record's own trace context and the resource
+(https://github.com/open-telemetry/opentelemetry-python-contrib/issues/5071): more CPU and
+bytes on every record, for nothing. The OTel LoggingHandler that exports the same records over
+OTLP sits on the root logger; the instrumentation wraps logging.config.dictConfig so that
+handler survives this config.
 """
 
 import logging
 import os
 import time
 from typing import Any
+
+from opentelemetry import trace
 
 # A new log entry starts with a line matching this; other lines continue the previous entry.
 FIRST_LINE_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}"
@@ -31,8 +39,7 @@ LINE_REGEX = (
 )
 
 LOG_FORMAT = (
-    "%(asctime)s %(levelname)s [%(name)s] "
-    "[trace_id=%(otelTraceID)s span_id=%(otelSpanID)s service=%(otelServiceName)s] %(message)s"
+    "%(asctime)s %(levelname)s [%(name)s] [trace_id=%(trace_id)s span_id=%(span_id)s service=%(service)s] %(message)s"
 )
 
 # Attribute set on an exception once the app has logged it with its traceback.
@@ -40,27 +47,26 @@ _LOGGED_MARKER = "_app_logged_traceback"
 
 
 class LineFormatter(logging.Formatter):
-    """LOG_FORMAT in UTC with milliseconds; a record without trace fields never crashes it."""
+    """LOG_FORMAT in UTC with milliseconds, with the current span's ids (zeros outside one)."""
 
     def __init__(self) -> None:
-        self._fallbacks = {
-            "otelTraceID": "0",
-            "otelSpanID": "0",
-            "otelServiceName": os.environ.get("OTEL_SERVICE_NAME", ""),
-        }
-        super().__init__(fmt=LOG_FORMAT, defaults=self._fallbacks)
+        self._service = os.environ.get("OTEL_SERVICE_NAME", "")
+        super().__init__(fmt=LOG_FORMAT)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{seconds}.{int(record.msecs):03d}Z"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        values = {**self._fallbacks, **record.__dict__}
-        # The record factory writes "0" outside a span: widen to a fixed-width all-zero id.
-        values["otelTraceID"] = str(values["otelTraceID"]).zfill(32)
-        values["otelSpanID"] = str(values["otelSpanID"]).zfill(16)
-        # Keep the entry's first line one line; only a traceback may follow.
-        values["message"] = str(values["message"]).rstrip("\n").replace("\n", "\\n")
+        context = trace.get_current_span().get_span_context()
+        values = {
+            **record.__dict__,
+            "trace_id": f"{context.trace_id:032x}",
+            "span_id": f"{context.span_id:016x}",
+            "service": self._service,
+            # Keep the entry's first line one line; only a traceback may follow.
+            "message": str(record.message).rstrip("\n").replace("\n", "\\n"),
+        }
         return LOG_FORMAT % values
 
 
