@@ -14,8 +14,8 @@ from typing import Any
 from app.logging_config import logging_config
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-# uvicorn's worker on its h11 protocol, plus a deadline for each request and a well-formed request
-# target (app/server.py: what uvicorn 0.54 has no setting for).
+# uvicorn's worker on a bounded HTTP/1.1 protocol (HTTP_PARSER), with a deadline for each request
+# and a well-formed request target (app/server.py: what uvicorn 0.54 has no setting for).
 worker_class = "app.server.UvicornWorker"
 
 # One worker per container by default: prometheus-client keeps its exemplars only in
