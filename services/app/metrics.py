@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.sampling import TailSampling
-from app.telemetry import sampled_trace_id
+from app.telemetry import sampled_trace_id, server_span_route
 
 UNMATCHED_PATH = "<unmatched>"
 # Not application traffic: neither counted here nor traced (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS).
@@ -104,7 +104,7 @@ class PrometheusMiddleware:
             return
 
         method = sanitize_method(scope["method"])
-        path = route_template(scope["app"].routes, scope)
+        path = server_span_route() or route_template(scope["app"].routes, scope)
         labels = (method, path, self.app_name)
         status_code = 500  # unless the app sends another before failing
 

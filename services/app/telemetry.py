@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,24 @@ def sampled_trace_id() -> str | None:
     if not context.is_valid or not context.trace_flags.sampled:
         return None
     return trace.format_trace_id(context.trace_id)
+
+
+def server_span_route() -> str | None:
+    """The route template (`http.route`) the FastAPI instrumentation put on the current server
+    span, when that span is recording; None otherwise (uninstrumented, unsampled, or no route
+    matched).
+
+    Why the agent cannot: the instrumentation walks the route table to name the span, and the
+    app's prometheus-client metrics need the same template; reading it back spares a second
+    walk per request. The API's Span has no attribute getter: `attributes` is the SDK span's,
+    read duck-typed, so any other span means None and the app walks the routes itself.
+    """
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return None
+    attributes = getattr(span, "attributes", None)
+    route = attributes.get(HTTP_ROUTE) if attributes is not None else None
+    return route if isinstance(route, str) else None
 
 
 def flush_telemetry(timeout_seconds: float, *, shutdown: bool = False) -> bool:
