@@ -115,5 +115,6 @@ endif
 
 bench: venv native ## Overhead + Collector capacity benchmark (~15 min, wrk, Go): docs/benchmarks.{json,md}
 	@command -v wrk >/dev/null || { echo "error: make bench needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)" >&2; exit 1; }
-	@loadtest/build_telemetrygen.sh >/dev/null
+	@loadtest/build_go_tool.sh telemetrygen >/dev/null
+	@loadtest/build_go_tool.sh vegeta >/dev/null
 	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)

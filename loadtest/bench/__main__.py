@@ -15,7 +15,7 @@ from nativestack.paths import REPO
 from nativestack.processes import stop_everything_on_sigterm
 from nativestack.stack import start_stack
 
-from . import capacity, closed_loop, profile, report, tier_capacity, wrk
+from . import accounting, capacity, closed_loop, go_tools, open_loop, plot, profile, report, tier_capacity, wrk
 from .accounting import settle
 from .launch import VARIANTS, AppSet, extra_variant, launch, stop
 
@@ -35,7 +35,7 @@ def arguments() -> argparse.Namespace:
         help="an extra zero-code variant with these env overrides (trying settings; BENCH_GUNICORN_CONF=path swaps gunicorn.conf.py)",
     )
     parser.add_argument("--no-write", action="store_true", help="write reports/benchmarks-trial.json, not docs/")
-    for phase in (closed_loop, profile, capacity, tier_capacity):
+    for phase in (closed_loop, open_loop, profile, capacity, tier_capacity):
         phase.add_arguments(parser)
     return parser.parse_args()
 
@@ -48,20 +48,23 @@ def main() -> int:
         return 1
     variants = [v for v in VARIANTS if v.key in args.variants.split(",")]
     variants += [extra_variant(spec) for spec in args.extra]
-    binary = capacity.telemetrygen_binary() if args.capacity_seconds > 0 or args.tier_capacity_seconds > 0 else None
+    binary = go_tools.binary("telemetrygen") if args.capacity_seconds > 0 or args.tier_capacity_seconds > 0 else None
+    attacker = go_tools.binary("vegeta") if args.open_loop_seconds > 0 else None
     load_before = os.getloadavg()
     began = time.monotonic()
     print(f"load average {' '.join(f'{x:.2f}' for x in load_before)}; starting the native stack", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     sets: dict[str, AppSet] = {}
     profiles: dict[str, Any] = {}
-    cap = tier = None
+    cap = tier = opened = None
     try:
         with start_stack(workdir) as stack:
             try:
                 for variant in variants:
                     sets[variant.key] = launch(stack, variant, workdir)
                 runs = closed_loop.run(stack, sets, args)
+                if attacker:
+                    opened = open_loop.run(stack, sets, attacker, workdir, args)
                 for key in [k for k in args.profile.split(",") if k in sets]:
                     profiles[key] = profile.run(stack, sets[key], args.duration, args.concurrency)
                     print(f"  profile {key}: {profiles[key]['share_by_category']}", flush=True)
@@ -70,6 +73,7 @@ def main() -> int:
                 for app_set in sets.values():
                     stop(app_set)
             losses = closed_loop.span_losses(runs, sets, final)
+            losses["other_signals"] = accounting.other_signal_failures(stack)
             for app in stack.apps.values():  # the capacity phase runs with the apps stopped
                 app.process.stop()
             rates = tuple(int(r) for r in args.capacity_rates.split(","))
@@ -84,6 +88,7 @@ def main() -> int:
     tools = {
         "wrk": wrk.version(),
         **({"telemetrygen": binary.parent.name.removeprefix("telemetrygen-")} if binary else {}),
+        **({"vegeta": attacker.parent.name.removeprefix("vegeta-")} if attacker else {}),
     }
     result: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -100,20 +105,28 @@ def main() -> int:
             "minutes": (time.monotonic() - began) / 60,
         },
         "overhead": table,
+        "open_loop": opened,
         "spans": losses,
         "capacity": cap,
         "tier_capacity": tier,
         "profiles": profiles,
-        "targets": closed_loop.targets(table, losses) + capacity.targets(cap),
+        "targets": closed_loop.targets(table, losses) + open_loop.targets(opened) + capacity.targets(cap),
     }
     for check in result["targets"]:
         met = "met" if check["met"] else "MISSED"
         print(f"target {check['target']}: wanted {check['wanted']}, measured {check['measured']}: {met}")
+    picture = None
+    if opened:
+        folder = report.REPORTS if args.no_write else report.DOCS
+        folder.mkdir(exist_ok=True)
+        picture = plot.latency_versus_rate(opened, folder / "benchmarks-latency.png")
+        print(f"wrote {picture.relative_to(REPO)}")
     if args.no_write:
         print(f"wrote {report.write_trial(result).relative_to(REPO)} (docs/ left alone)")
     else:
         sections = (
-            closed_loop.markdown(table, losses)
+            open_loop.markdown(opened, picture)
+            + closed_loop.markdown(table, losses)
             + capacity.markdown(cap)
             + tier_capacity.markdown(tier, cap)
             + profile.markdown(profiles)

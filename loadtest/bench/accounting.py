@@ -84,3 +84,14 @@ def settle(stack: Stack, quiet_seconds: float, timeout: float = 30.0) -> Counts:
         if time.monotonic() - changed >= quiet_seconds and now.delivered():
             return now
     return last
+
+
+def other_signal_failures(stack: Stack) -> dict[str, float]:
+    """Metric points and log records the Collector refused, or failed to send or enqueue, over
+    the whole run (by `<unit> <kind> <exporter>`; empty: none lost)."""
+    url = stack.collector.metrics_url
+    return {
+        f"{unit} {name}": count
+        for unit in ("metric_points", "log_records")
+        for name, count in span_counters(url, unit).failures().items()
+    }

@@ -18,7 +18,6 @@ from nativestack.stack import Stack
 
 from . import accounting
 from .accounting import BACKENDS
-from .launch import LOADTEST
 from .report import check, table
 
 RATES = (2_500, 5_000, 10_000, 20_000, 30_000, 40_000, 60_000)
@@ -30,15 +29,6 @@ SPANS_PER_WORKER = 1_000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity-seconds", type=float, default=10, help="seconds per capacity step; 0 skips it")
     parser.add_argument("--capacity-rates", default=",".join(str(r) for r in RATES), help="spans/s steps")
-
-
-def telemetrygen_binary() -> Path:
-    result = subprocess.run(
-        [str(LOADTEST / "build_telemetrygen.sh")], capture_output=True, text=True, check=False, timeout=900
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"loadtest/build_telemetrygen.sh failed:\n{result.stderr}")
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def telemetrygen_argv(binary: Path, endpoint: str, rate: int, seconds: float) -> list[str]:

@@ -168,6 +168,19 @@ def targets(table: dict[str, dict[str, dict[str, Any]]], losses: dict[str, Any])
     root, chain = table.get("/", {}), table.get("/chain", {})
     zero = root.get("zero_code", {})
     checks = []
+    base = root.get("uninstrumented")
+    if zero and base:
+        # The telemetry's own CPU against the request's own: machine speed cancels out.
+        own = base["cpu_us_per_request"]
+        added = zero["cpu_us_per_request"] - own
+        checks.append(
+            check(
+                "telemetry's CPU per request on / (zero-code minus uninstrumented)",
+                "<= the uninstrumented request's own CPU",
+                f"+{added:.0f} us on {own:.0f} us ({added / own:.2f}x)",
+                added <= own,
+            )
+        )
     if zero:
         ratio, p99 = zero.get("throughput_ratio"), zero.get("p99_ratio")
         checks.append(check("zero-code throughput on /", ">= 0.6 of uninstrumented", ratio, (ratio or 0) >= 0.6))
@@ -186,6 +199,16 @@ def targets(table: dict[str, dict[str, dict[str, Any]]], losses: dict[str, Any])
                 )
             )
     checks.append(check("spans lost at the benchmark's load", "0", losses["lost"], losses["lost"] == 0))
+    others = losses["other_signals"]
+    sdk_failures = sum(v.get("sdk_export_failure_warnings", 0) for v in losses["per_variant"].values())
+    checks.append(
+        check(
+            "metric points and log records lost",
+            "0 refused or failed in the Collector, 0 SDK export failures",
+            ", ".join(f"{k} {v:.0f}" for k, v in others.items()) or f"none; SDK export failures {sdk_failures}",
+            not others and sdk_failures == 0,
+        )
+    )
     return checks
 
 

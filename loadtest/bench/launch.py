@@ -8,15 +8,22 @@ settings differ:
   internal_spans   ... plus the http send/receive spans (KEEP_ASGI_INTERNAL_SPANS=true)
   grpc             ... every app over OTLP gRPC instead of http/protobuf
   sampled_10       ... head sampling at 10% (parentbased_traceidratio, 0.1)
+  h11              ... on uvicorn's pure-Python parser instead of httptools (HTTP_PARSER=h11)
+  log_correlation  ... with the logging instrumentation's record factory on (the old default)
+  python_3_12/3_13 zero_code on another CPython: the app's locked packages synced into a venv of
+                   that interpreter (python_venv), found like `make venv` finds .env's
   hand             loadtest/hand_instrumented.py, the reference's hand-written design
 """
 
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nativestack.apps import APP_NAMES, CONTAINER_PORT, App, container_command, start_apps
+from nativestack.apps import APP_NAMES, CONTAINER_PORT, SERVICES_DIR, App, container_command, start_apps
 from nativestack.backends import LOOPBACK
 from nativestack.paths import REPO
 from nativestack.processes import Process, free_port
@@ -72,6 +79,16 @@ VARIANTS = (
         "agent",
         {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
     ),
+    Variant("h11", "zero-code on h11 (pure Python)", "agent", {"HTTP_PARSER": "h11"}, spans_per_server_request=1),
+    Variant(
+        "log_correlation",
+        "zero-code + log record factory",
+        "agent",
+        {"OTEL_PYTHON_LOG_CORRELATION": "true"},
+        spans_per_server_request=1,
+    ),
+    Variant("python_3_12", "zero-code on Python 3.12", "agent", {"BENCH_PYTHON": "3.12"}, spans_per_server_request=1),
+    Variant("python_3_13", "zero-code on Python 3.13", "agent", {"BENCH_PYTHON": "3.13"}, spans_per_server_request=1),
     Variant(
         "hand",
         "hand-instrumented (reference design)",
@@ -129,6 +146,34 @@ def variant_command(variant: Variant) -> list[str]:
     return plain
 
 
+def interpreter(version: str) -> str:
+    """What uv should run for CPython `version` ("3.12"): pyenv's newest install of it when pyenv
+    is there (uv does not look into pyenv's versions, and pyenv's shims run only the selected
+    one), else the version itself for uv to find on PATH. uv never downloads one here."""
+    if pyenv := shutil.which("pyenv"):
+        found = subprocess.run([pyenv, "prefix", version], capture_output=True, text=True, check=False)
+        if found.returncode != 0:  # `prefix` takes exact versions; `latest` maps 3.12 to one
+            latest = subprocess.run([pyenv, "latest", version], capture_output=True, text=True, check=False)
+            found = subprocess.run(
+                [pyenv, "prefix", latest.stdout.strip()], capture_output=True, text=True, check=False
+            )
+        if found.returncode == 0:
+            return str(Path(found.stdout.strip()) / "bin" / "python")
+    return version
+
+
+def python_venv(version: str) -> Path:
+    """The app's locked runtime packages (no dev groups, as in the image) in a venv of CPython
+    `version`, under .cache/bench/ (git-ignored), kept in step with services/uv.lock."""
+    venv = REPO / ".cache" / "bench" / f"venv-{version}"
+    argv = ["uv", "sync", "--project", str(SERVICES_DIR), "--frozen", "--no-dev", "--python", interpreter(version)]
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"cannot make a Python {version} venv for the bench ({' '.join(argv)}):\n{result.stderr}")
+    return venv
+
+
 def launch(stack: Stack, variant: Variant, workdir: Path) -> AppSet:
     """app-a/b/c of one variant, wired to each other and to the stack's Collector."""
     if variant.key == "zero_code":  # the stack's own apps: exactly compose, scraped by Prometheus
@@ -136,6 +181,8 @@ def launch(stack: Stack, variant: Variant, workdir: Path) -> AppSet:
     ports = {name: free_port() for name in APP_NAMES}
     addresses = {**stack.app_addresses(), **{f"{n}:{CONTAINER_PORT}": f"{LOOPBACK}:{p}" for n, p in ports.items()}}
     overrides = {key: value.format(grpc=stack.collector.otlp_grpc_url) for key, value in variant.env.items()}
+    if "BENCH_PYTHON" in variant.env:  # the variant's interpreter and packages come first on PATH
+        overrides["PATH"] = f"{python_venv(variant.env['BENCH_PYTHON']) / 'bin'}{os.pathsep}{os.environ['PATH']}"
     if variant.kind == "hand":  # the module configures its SDK itself, from these
         overrides |= {"HAND_OTLP_ENDPOINT": stack.collector.otlp_grpc_url, "PYTHONPATH": str(LOADTEST)}
     apps = start_apps(

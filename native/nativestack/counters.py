@@ -47,15 +47,16 @@ def _by_exporter(samples: dict[str, float], name: str) -> dict[str, float]:
     return {exporter: metric_total(samples, name, exporter=exporter) for exporter in sorted(exporters)}
 
 
-def span_counters(metrics_url: str) -> SpanCounters:
-    """Read from a Collector's own metrics endpoint (`otelcol_*_spans_total`, summed over the
-    other labels)."""
+def span_counters(metrics_url: str, unit: str = "spans") -> SpanCounters:
+    """Read from a Collector's own metrics endpoint (`otelcol_*_<unit>_total`, summed over the
+    other labels). `unit`: spans, or the same counters of the other signals, metric_points or
+    log_records."""
     samples = scrape(metrics_url)
     return SpanCounters(
-        accepted=metric_total(samples, "otelcol_receiver_accepted_spans_total"),
-        refused=metric_total(samples, "otelcol_receiver_refused_spans_total"),
-        memory_limiter_refused=metric_total(samples, "otelcol_processor_memory_limiter_refused_spans_total"),
-        sent=_by_exporter(samples, "otelcol_exporter_sent_spans_total"),
-        send_failed=_by_exporter(samples, "otelcol_exporter_send_failed_spans_total"),
-        enqueue_failed=_by_exporter(samples, "otelcol_exporter_enqueue_failed_spans_total"),
+        accepted=metric_total(samples, f"otelcol_receiver_accepted_{unit}_total"),
+        refused=metric_total(samples, f"otelcol_receiver_refused_{unit}_total"),
+        memory_limiter_refused=metric_total(samples, f"otelcol_processor_memory_limiter_refused_{unit}_total"),
+        sent=_by_exporter(samples, f"otelcol_exporter_sent_{unit}_total"),
+        send_failed=_by_exporter(samples, f"otelcol_exporter_send_failed_{unit}_total"),
+        enqueue_failed=_by_exporter(samples, f"otelcol_exporter_enqueue_failed_{unit}_total"),
     )
