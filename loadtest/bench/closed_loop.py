@@ -21,6 +21,8 @@ from .report import check, fmt
 from .wrk import wrk
 
 ENDPOINTS = ("/", "/chain")
+# The ratios given per variant: name -> the run's figure.
+RATIOS = {"throughput": "throughput_rps", "p50": "p50_ms", "p99": "p99_ms", "cpu": "cpu_us_per_request"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,8 +105,22 @@ def run(stack: Stack, sets: dict[str, AppSet], args: argparse.Namespace) -> list
     return runs
 
 
+def paired_ratio(runs: list[Run], key: str, baseline: str, endpoint: str, figure: str) -> float | None:
+    """The median over rounds of `key`'s figure divided by `baseline`'s in the same round: runs of
+    one round are minutes apart at most, so a machine whose speed drifts over the run (a shared
+    VM's does, by tens of percent) moves both sides of each ratio alike."""
+    by_round = {r.round: r.figures[figure] for r in runs if r.variant == baseline and r.endpoint == endpoint}
+    ratios = [
+        r.figures[figure] / by_round[r.round]
+        for r in runs
+        if r.variant == key and r.endpoint == endpoint and by_round.get(r.round)
+    ]
+    return statistics.median(ratios) if ratios else None
+
+
 def summarize(runs: list[Run], variants: list[Variant]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per endpoint and variant: medians over the rounds, and ratios to the uninstrumented app."""
+    """Per endpoint and variant: medians over the rounds, and paired ratios (paired_ratio) to the
+    uninstrumented app and to the zero-code one (the levers' measure)."""
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for endpoint in ENDPOINTS:
         rows: dict[str, dict[str, Any]] = {}
@@ -116,16 +132,13 @@ def summarize(runs: list[Run], variants: list[Variant]) -> dict[str, dict[str, d
             for key in ("throughput_rps", "p50_ms", "p90_ms", "p99_ms", "cpu_us_per_request"):
                 row[key] = round(statistics.median(f[key] for f in mine), 3)
             row["errors"] = sum(int(f["errors"]) for f in mine)
+            for name, figure in RATIOS.items():
+                for baseline, suffix in (("uninstrumented", "ratio"), ("zero_code", "vs_zero_code")):
+                    ratio = paired_ratio(runs, variant.key, baseline, endpoint, figure)
+                    if ratio is not None:
+                        row[f"{name}_{suffix}"] = round(ratio, 3)
             row["rounds"] = mine
             rows[variant.key] = row
-        base = rows.get("uninstrumented")
-        for row in rows.values():
-            # No ratio to a baseline that served nothing (a run shorter than one request).
-            if base and base["throughput_rps"] > 0:
-                row["throughput_ratio"] = round(row["throughput_rps"] / base["throughput_rps"], 3)
-                row["p50_ratio"] = round(row["p50_ms"] / base["p50_ms"], 2)
-                row["p99_ratio"] = round(row["p99_ms"] / base["p99_ms"], 2)
-                row["cpu_ratio"] = round(row["cpu_us_per_request"] / base["cpu_us_per_request"], 2)
         if rows:  # an endpoint left out (--endpoints) gets no empty table
             table[endpoint] = rows
     return table
@@ -219,13 +232,14 @@ def markdown(overhead: dict[str, dict[str, dict[str, Any]]], losses: dict[str, A
             f"### `{endpoint}` on app-a"
             + (" (calls app-a `/`, app-b `/io_task` 1 s, app-c `/cpu_task`)" if endpoint == "/chain" else ""),
             "",
-            "| variant | req/s | throughput ratio | p50 ms | p99 ms | p99 ratio | CPU us/req |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| variant | req/s | throughput ratio | vs zero-code | p50 ms | p99 ms | p99 ratio | CPU us/req | CPU vs zero-code |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in rows.values():
             lines.append(
-                f"| {row['title']} | {row['throughput_rps']:.1f} | {fmt(row.get('throughput_ratio'))} | {row['p50_ms']:.2f} "
-                f"| {row['p99_ms']:.2f} | {fmt(row.get('p99_ratio'))} | {row['cpu_us_per_request']:.0f} |"
+                f"| {row['title']} | {row['throughput_rps']:.1f} | {fmt(row.get('throughput_ratio'))} "
+                f"| {fmt(row.get('throughput_vs_zero_code'))} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                f"| {fmt(row.get('p99_ratio'))} | {row['cpu_us_per_request']:.0f} | {fmt(row.get('cpu_vs_zero_code'))} |"
             )
         lines.append("")
     lines += [

@@ -12,6 +12,7 @@ are in both trace backends, so no export backlog leaks into the next.
 
 import argparse
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ PATHS = ("/", "/items/7")
 PERCENTILES = {"p50": 50.0, "p99": 99.0, "p99.9": 99.9}
 SKIP_SECONDS = 1.0  # the start of each run, while vegeta opens its connections
 BASELINE = "uninstrumented"
+IDLE_CORES = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,12 +51,25 @@ class Sample:
     cpu_seconds: float  # app-a's, during the runs
 
 
+def wait_idle(pids: list[int], timeout: float = 60.0) -> None:
+    """Until the app uses under IDLE_CORES (its export threads' trickle): a rate past a variant's
+    capacity leaves it a queue of requests after vegeta stops, which would slow the next run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pids)
+        time.sleep(0.5)
+        if cpu_seconds(pids) - before < IDLE_CORES * 0.5:
+            return
+    print(f"    (still busy after {timeout:.0f} s: the next run shares the cores with it)", flush=True)
+
+
 def offer(stack: Stack, app_set: AppSet, binary: Path, url: str, rate: int, seconds: float, out: Path) -> Sample:
     pids = app_set.pids(("app-a",))
     cpu_before = cpu_seconds(pids)
     results = attack(binary, url, rate, seconds, out)
     cpu = cpu_seconds(pids) - cpu_before
     accounting.settle(stack, app_set.variant.flush_seconds + 0.5)
+    wait_idle(pids)
     errors = sum(1 for r in results if r.code != 200)
     return Sample(corrected_latencies_ms(results, rate, SKIP_SECONDS), len(results), errors, cpu)
 
