@@ -113,7 +113,7 @@ else
 endif
 	@echo "reports: reports/locust_stats.csv, reports/locust_failures.csv, reports/locust.html"
 
-bench: venv native ## Overhead + Collector capacity benchmark (~15 min, wrk, Go): docs/benchmarks.{json,md}
+bench: venv native ## Overhead (closed and open loop) + Collector capacity benchmark (~40 min, wrk, Go): docs/benchmarks.*
 	@command -v wrk >/dev/null || { echo "error: make bench needs wrk: sudo apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)" >&2; exit 1; }
 	@loadtest/build_go_tool.sh telemetrygen >/dev/null
 	@loadtest/build_go_tool.sh vegeta >/dev/null

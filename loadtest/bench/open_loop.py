@@ -177,7 +177,9 @@ def markdown(open_loop: dict[str, Any] | None, plot: Path | None) -> list[str]:
         f"vegeta offers each rate for {open_loop['seconds']:g} s per variant in {open_loop['rounds']} alternating "
         f"rounds (pooled; the first {SKIP_SECONDS:g} s of each run left out); every latency counts from the "
         "request's scheduled send time. The rates are shares of the zero-code app's capacity on that path "
-        "(wrk, closed loop). *Added*: zero-code minus uninstrumented at the same rate.",
+        "(wrk, closed loop). *Added*: zero-code minus uninstrumented at the same rate. *CPU us/req*: app-a's "
+        "CPU during the run over its requests; at a lower rate the export threads' and the event loop's "
+        "per-wake-up costs are shared by fewer requests.",
         "",
     ]
     if plot:
