@@ -33,7 +33,10 @@ CATEGORIES = (
     ("prometheus-client", ("prometheus_client/", "app/metrics.py", "hand_instrumented.py")),
     ("logging: records, formatting, stdout", ("logging/", "app/logging_config.py")),
     ("BaseHTTPMiddleware (hand-instrumented only)", ("starlette/middleware/base.py",)),
-    ("server: uvicorn, its HTTP parser, asyncio", ("uvicorn/", "h11/", "httptools/", "asyncio/", "selectors.py", "socket.py")),
+    (
+        "server: uvicorn, its HTTP parser, asyncio",
+        ("uvicorn/", "h11/", "httptools/", "asyncio/", "selectors.py", "socket.py"),
+    ),
     ("FastAPI, Starlette, pydantic, the app", ("fastapi/", "starlette/", "pydantic", "anyio/", "app/")),
 )
 _GENERIC_FRAMES = (
