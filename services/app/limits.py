@@ -1,8 +1,8 @@
 """Bounds on what one request may cost, whatever the client sends.
 
-uvicorn's h11 parser answers 400 only when an incomplete request head passes 16 KiB; a head that
-arrives in one read (up to 64 KiB) is accepted whole, and the request target is not bounded on
-its own. This middleware makes each limit one number: more than MAX_TARGET_BYTES of path and
+The server bounds only a request head still incomplete (app/server.py: past 28 KiB, or h11's
+16 KiB); a head that arrives in one read (up to 64 KiB) is parsed whole, and the request target is
+not bounded on its own. This middleware makes each limit one number: more than MAX_TARGET_BYTES of path and
 query gets a 414, more than MAX_HEADER_BYTES of header fields a 431. It sits inside the tracing
 and metrics middleware, so refused requests are traced and counted like any other.
 
