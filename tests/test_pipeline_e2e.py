@@ -7,9 +7,11 @@ for Loki's OTLP endpoint, Prometheus 3 with backends/prometheus.yml, and the thr
 shape of each /chain trace is tests/test_services_e2e.py's subject.
 """
 
+import contextlib
 from functools import partial
 from typing import Any
 
+import httpx
 import pytest
 
 from helpers.clients import JaegerAPI, PrometheusAPI, Span, otlp_log_records
@@ -75,6 +77,18 @@ def _series(prometheus: PrometheusAPI, promql: str) -> list[dict[str, Any]]:
     return wait_until(lambda: prometheus.query(promql), f"series for {promql}", timeout=SLOW)
 
 
+def _services(prometheus: PrometheusAPI, promql: str) -> set[str]:
+    """The services with a series for `promql`, once every app has one (each app exports on its
+    own schedule: the first series to arrive is not all of them); fewer after SLOW fails below."""
+
+    def services() -> set[str]:
+        return {s["metric"]["service_name"] for s in prometheus.query(promql)}
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: services() >= set(APP_NAMES), f"every app's series for {promql}", timeout=SLOW)
+    return services()
+
+
 @pytest.mark.parametrize("app", APP_NAMES)
 def test_prometheus_scraped_app_metrics(app: str, traffic: Traffic, prometheus: PrometheusAPI) -> None:
     series = _series(prometheus, f'fastapi_requests_total{{app_name="{app}", path="/chain"}}')
@@ -82,13 +96,12 @@ def test_prometheus_scraped_app_metrics(app: str, traffic: Traffic, prometheus: 
 
 
 def test_prometheus_received_sdk_metrics_over_otlp(traffic: Traffic, prometheus: PrometheusAPI) -> None:
-    series = _series(prometheus, 'http_server_request_duration_seconds_count{http_route="/chain"}')
-    assert {s["metric"]["service_name"] for s in series} == set(APP_NAMES)
+    assert _services(prometheus, 'http_server_request_duration_seconds_count{http_route="/chain"}') == set(APP_NAMES)
 
 
 def test_prometheus_received_span_and_service_graph_metrics(traffic: Traffic, prometheus: PrometheusAPI) -> None:
-    calls = _series(prometheus, 'traces_span_metrics_calls_total{span_name="GET /chain", span_kind="SPAN_KIND_SERVER"}')
-    assert {s["metric"]["service_name"] for s in calls} == set(APP_NAMES)
+    calls = 'traces_span_metrics_calls_total{span_name="GET /chain", span_kind="SPAN_KIND_SERVER"}'
+    assert _services(prometheus, calls) == set(APP_NAMES)
     _series(prometheus, 'traces_span_metrics_duration_milliseconds_bucket{service_name="app-c"}')
     edges = _series(prometheus, "traces_service_graph_request_total")
     assert {(s["metric"]["client"], s["metric"]["server"]) for s in edges} >= {("app-a", "app-b"), ("app-a", "app-c")}
@@ -138,6 +151,10 @@ def test_spans_of_all_three_services_stored(traffic: Traffic, jaeger: JaegerAPI)
     assert {span.service for span in spans.values()} == set(APP_NAMES)
 
 
-def test_jaeger_monitor_tab_reads_span_metrics_from_prometheus(traffic: Traffic, jaeger: JaegerAPI) -> None:
-    """Jaeger's Monitor tab (SPM) queries the span_metrics connector's series in Prometheus."""
+def test_jaeger_monitor_tab_reads_span_metrics_from_prometheus(stack: Stack, jaeger: JaegerAPI) -> None:
+    """Jaeger's Monitor tab (SPM) queries the span_metrics connector's series in Prometheus. It
+    shows rates over the last 10 minutes: requests of its own, since the session's traffic may
+    be older than that by the time this runs."""
+    for _ in range(5):
+        httpx.get(f"{stack.apps['app-a'].url}/", timeout=10).raise_for_status()
     assert wait_until(lambda: jaeger.call_rates("app-a"), "a call rate for app-a in Jaeger's Monitor API", timeout=SLOW)
